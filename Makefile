@@ -1,0 +1,98 @@
+# splitinfer - one entry point: make, make deps, make test, make bench-engine.
+#
+# Layout of build/:
+#   build/gen/       protobuf-c code generated from Debian's onnx.proto
+#   build/obj/       objects of lib/ and cmd/ (release flags)
+#   build/asan/      the same built with AddressSanitizer + UBSan, for tests
+#   build/splitinfer the binary
+#   build/tests/     unit test programs (cmocka), one per tests/test_*.c
+
+CC      ?= cc
+CSTD    := -std=c11 -D_GNU_SOURCE
+WARN    := -Wall -Wextra -Werror
+OPT     ?= -O2 -g
+DEFS    := -DH2O_USE_LIBUV=0
+INCS    := -Ilib -Ibuild/gen
+CFLAGS  := $(CSTD) $(WARN) $(OPT) $(DEFS) $(INCS) -fopenmp
+LDLIBS  := -ldnnl -lpng16 -lprotobuf-c -ljansson -lm -fopenmp
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+ONNX_PROTO := /usr/include/onnx/onnx.proto
+GEN_SRC := build/gen/onnx.pb-c.c
+LIB_SRC := $(sort $(wildcard lib/*.c))
+CMD_SRC := $(sort $(wildcard cmd/*.c))
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+
+LIB_OBJ := $(LIB_SRC:%.c=build/obj/%.o) build/obj/gen/onnx.pb-c.o
+CMD_OBJ := $(CMD_SRC:%.c=build/obj/%.o)
+ASAN_LIB_OBJ := $(LIB_SRC:%.c=build/asan/%.o) build/asan/gen/onnx.pb-c.o
+ASAN_CMD_OBJ := $(CMD_SRC:%.c=build/asan/%.o)
+TEST_BIN := $(TEST_SRC:tests/%.c=build/tests/%)
+ASAN_TEST_BIN := $(TEST_SRC:tests/%.c=build/asan/tests/%)
+
+DEB_PKGS := build-essential pkg-config libdnnl-dev libpng-dev libprotobuf-c-dev \
+	protobuf-c-compiler libonnx-dev libjansson-dev libcmocka-dev \
+	python3-torch python3-torchvision python3-numpy python3-pil nodejs npm time
+
+.PHONY: all deps test test-unit bench-engine clean format
+all: build/splitinfer
+
+# Installs the Debian packages the build, the tests and the benchmarks need,
+# only when one is missing (apt-get update is slow; skip it when possible).
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+$(GEN_SRC): $(ONNX_PROTO)
+	@mkdir -p build/gen
+	cp $(ONNX_PROTO) build/gen/onnx.proto
+	cd build/gen && protoc-c --c_out=. onnx.proto
+
+build/obj/gen/%.o: build/gen/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(OPT) $(INCS) -w -c $< -o $@
+build/asan/gen/%.o: build/gen/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(OPT) $(INCS) $(SANFLAGS) -w -c $< -o $@
+
+build/obj/%.o: %.c $(GEN_SRC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+build/asan/%.o: %.c $(GEN_SRC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SANFLAGS) -MMD -MP -c $< -o $@
+
+build/splitinfer: $(CMD_OBJ) $(LIB_OBJ)
+	$(CC) $^ -o $@ $(LDLIBS)
+build/asan/splitinfer: $(ASAN_CMD_OBJ) $(ASAN_LIB_OBJ)
+	$(CC) $(SANFLAGS) $^ -o $@ $(LDLIBS)
+
+build/tests/%: build/obj/tests/%.o $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $^ -o $@ $(LDLIBS) -lcmocka
+build/asan/tests/%: build/asan/tests/%.o $(ASAN_LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(SANFLAGS) $^ -o $@ $(LDLIBS) -lcmocka
+
+# Every test: unit tests (plain and under ASan/UBSan), then the end-to-end
+# scripts tests/t_*.sh. tests/run.sh prints the closing "N passed, N failed".
+test: deps
+	$(MAKE) build/splitinfer build/asan/splitinfer $(TEST_BIN) $(ASAN_TEST_BIN)
+	tests/run.sh
+
+test-unit: $(TEST_BIN) $(ASAN_TEST_BIN)
+	tests/run.sh --unit
+
+bench-engine: deps build/splitinfer
+	bench/engine.sh
+
+format:
+	clang-format -i lib/*.c lib/*.h cmd/*.c tests/*.c
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)
