@@ -1,0 +1,149 @@
+/*
+ * graph.h - the CNN graph IR: values, nodes, shapes, cut points and segments.
+ *
+ * A graph is the network after import-time rewriting: BatchNormalization is
+ * folded into the Conv before it, ReLU/Clip are folded into the node before
+ * them as an activation, and a residual Add is folded into one of the Convs
+ * that feed it as a "sum" input. What is left maps one to one onto oneDNN
+ * primitives, so the engine never pattern-matches again.
+ *
+ * Invariants (checked by si_graph_finish):
+ *   - nodes are in topological order: a node only reads values produced by
+ *     earlier nodes, or the graph input (value 0);
+ *   - every value has exactly one producer (node index) except value 0;
+ *   - value dims are batch-1 NCHW (ndim 4) or NC (ndim 2); the engine scales
+ *     the batch.
+ *
+ * Cut points. Cut c is the position before node c (0 <= c <= n_nodes). It is
+ * a cut point when exactly one value is live there: every node before it
+ * feeds only one value forward. A segment [a, b) between two cut points is a
+ * self-contained function of one tensor in and one tensor out - what a stage
+ * function runs. For ResNet-family graphs (stem ending in MaxPool, residual
+ * blocks, head) segments also have torchvision's names: "stem", "layer1".."layer4",
+ * "layer1.0".."layer4.2", "head" and ranges "A..B". Any graph accepts cut
+ * indices: "#3..#7" is the segment between cut points 3 and 7 (indices into
+ * si_graph_t.cuts, not node numbers).
+ *
+ * Ownership: the graph owns its nodes and names. Weights are either owned
+ * (a malloc'd arena freed with the graph) or borrowed from a mapping the
+ * graph keeps (see modelfile.h); nodes only hold pointers into one of them.
+ */
+#ifndef SI_GRAPH_H
+#define SI_GRAPH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+#define SI_MAX_NAME 64 /* bytes for node/segment names, including NUL */
+
+typedef enum si_op {
+    SI_OP_CONV = 1, /* conv (+bias) (+sum input) (+activation) */
+    SI_OP_POOL_MAX, /* MaxPool */
+    SI_OP_POOL_AVG, /* AveragePool / GlobalAveragePool (kernel = whole map) */
+    SI_OP_DENSE,    /* Gemm / MatMul(+Add): y = x W^T + b, x [N,C] */
+    SI_OP_ADD,      /* elementwise add not foldable into a conv (+activation) */
+    SI_OP_ACT,      /* standalone activation */
+    SI_OP_FLATTEN,  /* [N,C,H,W] -> [N,C*H*W]; a reorder to plain layout */
+} si_op_t;
+
+typedef enum si_act {
+    SI_ACT_NONE = 0,
+    SI_ACT_RELU,
+    SI_ACT_CLIP, /* min(max(x, lo), hi); ReLU6 is clip(0, 6) */
+} si_act_t;
+
+typedef struct si_value {
+    int ndim;    /* 2 or 4 */
+    int dims[4]; /* N=1, C, H, W (or N=1, C) */
+} si_value_t;
+
+typedef struct si_node {
+    si_op_t op;
+    char name[SI_MAX_NAME]; /* ONNX node name (or op type + index) */
+    int in;                 /* value read (data input) */
+    int in2;                /* second value: the residual input of a CONV's
+                               sum post-op or of an ADD; -1 when none */
+    int out;                /* value written */
+
+    /* CONV and pooling geometry (pixels). pad_* are the ONNX pads. */
+    int kh, kw, sh, sw, dh, dw;
+    int pad_t, pad_l, pad_b, pad_r;
+    int group;              /* CONV: 1, or C for depthwise */
+    int count_include_pad;  /* POOL_AVG */
+
+    si_act_t act;           /* applied last (after the sum for CONV/ADD) */
+    float act_lo, act_hi;   /* SI_ACT_CLIP bounds */
+
+    /* CONV: w [cout, cin/group, kh, kw]; DENSE: w [cout, cin]; b [cout].
+     * Both NULL when the weights of this node were left out of a
+     * segment-only model file. */
+    int cout, cin;
+    const float *w;
+    const float *b;
+} si_node_t;
+
+typedef struct si_segment {
+    int cut_begin, cut_end;   /* indices into cuts[] */
+    int node_begin, node_end; /* nodes [node_begin, node_end) */
+    int in, out;              /* the one value live at each end */
+} si_segment_t;
+
+typedef struct si_graph {
+    si_node_t *nodes;
+    int n_nodes;
+    si_value_t *values; /* value 0 is the graph input */
+    int n_values;
+    int output;         /* value id of the graph output */
+    int cap_nodes, cap_values; /* allocated lengths of nodes[] and values[] */
+
+    int *cuts;          /* node positions that are cut points, ascending;
+                           always includes 0 and n_nodes */
+    int n_cuts;
+
+    /* ResNet naming, filled by si_graph_finish when the graph has the shape of
+     * one: block_cut[i] is the index into cuts[] where block i starts, layer of
+     * block i in block_layer[i] (1..4), its index within the layer in
+     * block_index[i]. n_blocks = 0 for other graphs. */
+    int n_blocks;
+    int *block_cut, *block_layer, *block_index;
+    int head_cut;       /* index into cuts[] where the head starts */
+
+    /* Weight storage: exactly one of these is in use. */
+    float *arena;      /* owned, freed by si_graph_free */
+    size_t arena_len;  /* floats */
+    void *map;         /* mmap'd model file, unmapped by si_graph_free */
+    size_t map_len;    /* bytes */
+} si_graph_t;
+
+/* An empty graph with room to grow; NULL on OOM. */
+si_graph_t *si_graph_new(void);
+void si_graph_free(si_graph_t *g);
+
+/* Appends a value / node; returns its index, -1 on OOM. */
+int si_graph_add_value(si_graph_t *g, int ndim, const int *dims);
+int si_graph_add_node(si_graph_t *g, const si_node_t *n);
+
+/* Validates the invariants above, infers every node's output shape (the
+ * values' dims are overwritten from the input's), computes cut points and
+ * ResNet names. Call once after building or loading. */
+int si_graph_finish(si_graph_t *g, si_err_t *err);
+
+/* Resolves a segment spec ("stem", "layer2.1..head", "#2..#5") or NULL/"" for
+ * the whole graph. */
+int si_graph_segment(const si_graph_t *g, const char *spec, si_segment_t *seg, si_err_t *err);
+
+/* Name of the segment that starts at cut index c ("layer3.2"), or "#c". */
+void si_graph_cut_name(const si_graph_t *g, int c, char *buf, size_t len);
+
+/* Number of elements of a value (batch 1). */
+size_t si_value_numel(const si_value_t *v);
+
+/* Multiply-accumulates of a node (batch 1) and its parameter count. */
+uint64_t si_node_macs(const si_graph_t *g, const si_node_t *n);
+uint64_t si_node_params(const si_node_t *n);
+
+const char *si_op_name(si_op_t op);
+
+#endif
