@@ -1,0 +1,655 @@
+/* engine.c - oneDNN executor for graph segments. See engine.h.
+ *
+ * Compilation walks the segment's nodes in order and keeps, for every value,
+ * the dnnl memory that holds it (its layout is whatever its producer chose).
+ * A consumer that wants another layout gets a reorder step into a cached
+ * converted copy. Activation memory comes from a small pool of buffers: a
+ * value's buffer returns to the pool after its last reader, and a new value
+ * takes the free buffer nearest in size (growing it if needed). Buffers are
+ * allocated only once planning is done, so their final sizes are known.
+ */
+#include "engine.h"
+
+#include <dnnl.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "modelfile.h"
+
+#define MAX_ARGS 8
+
+typedef struct step {
+    dnnl_primitive_t prim;
+    int nargs;
+    dnnl_exec_arg_t args[MAX_ARGS];
+} step_t;
+
+typedef struct buffer {
+    size_t size; /* bytes */
+    int in_use;
+    void *ptr;
+} buffer_t;
+
+/* A memory object and the pool buffer it lives in (-1: user or weights).
+ * Several memories may view one buffer (an in-place sum, a flatten view);
+ * exactly one of them owns it and gives it back when its value dies. */
+typedef struct mem {
+    dnnl_memory_t m;
+    int buf;
+    int owns;
+} mem_t;
+
+struct si_engine {
+    const si_graph_t *g;
+    si_segment_t seg;
+    int batch;
+    dnnl_engine_t eng;
+    dnnl_stream_t stream;
+
+    step_t *steps;
+    int n_steps, cap_steps;
+
+    mem_t *mems; /* every memory object we created, for freeing and handles */
+    int n_mems, cap_mems;
+
+    buffer_t *bufs;
+    int n_bufs, cap_bufs;
+
+    void **owned; /* reordered weights (aligned_alloc) */
+    int n_owned, cap_owned;
+    size_t owned_bytes;
+
+    size_t scratch_size;
+    void *scratch;
+    dnnl_memory_t scratch_mem; /* shared by every primitive (user scratchpad mode) */
+
+    int *val_mem;  /* value id -> index into mems of its memory (-1 if none) */
+    int *val_conv; /* value id -> index of a cached reorder of it, or -1 */
+    int *last_use; /* value id -> last node reading it; seg end for the output */
+
+    int user_in, user_out; /* indices into mems; handles set per run */
+    int in_ndim, out_ndim;
+    int in_dims[4], out_dims[4];
+    si_err_t *err;         /* compile-time only */
+};
+
+static int fail(si_engine_t *e, const char *what, const si_node_t *n, dnnl_status_t s) {
+    return si_err_set(e->err, "oneDNN could not %s%s%s (status %d)", what, n ? " for node " : "",
+                      n ? n->name : "", (int)s);
+}
+
+#define TRY(e, call, what, node)                                                               \
+    do {                                                                                       \
+        dnnl_status_t s_ = (call);                                                             \
+        if (s_ != dnnl_success) return fail((e), (what), (node), s_);                          \
+    } while (0)
+
+static int grow(void **p, int *cap, int n, size_t elem, si_err_t *err) {
+    if (n < *cap) return 0;
+    int ncap = *cap ? 2 * *cap : 32;
+    void *q = realloc(*p, (size_t)ncap * elem);
+    if (!q) return si_err_set(err, "out of memory");
+    *p = q, *cap = ncap;
+    return 0;
+}
+
+void si_engine_set_threads(int n) {
+    if (n < 1) n = omp_get_num_procs();
+    omp_set_num_threads(n);
+}
+
+int si_engine_threads(void) { return omp_get_max_threads(); }
+
+/* Plain md of a value with the batch applied. */
+static void plain_md(const si_engine_t *e, int v, dnnl_memory_desc_t *md) {
+    const si_value_t *val = &e->g->values[v];
+    dnnl_dims_t d = {0};
+    for (int i = 0; i < val->ndim; i++) d[i] = val->dims[i];
+    d[0] = e->batch;
+    dnnl_memory_desc_init_by_tag(md, val->ndim, d, dnnl_f32,
+                                 val->ndim == 4 ? dnnl_nchw : dnnl_nc);
+}
+
+static void any_md(const si_engine_t *e, int v, dnnl_memory_desc_t *md) {
+    const si_value_t *val = &e->g->values[v];
+    dnnl_dims_t d = {0};
+    for (int i = 0; i < val->ndim; i++) d[i] = val->dims[i];
+    d[0] = e->batch;
+    dnnl_memory_desc_init_by_tag(md, val->ndim, d, dnnl_f32, dnnl_format_tag_any);
+}
+
+/* Takes a pool buffer of at least size bytes: the free one nearest in size. */
+static int buf_take(si_engine_t *e, size_t size) {
+    int best = -1;
+    for (int i = 0; i < e->n_bufs; i++) {
+        if (e->bufs[i].in_use) continue;
+        if (best < 0) { best = i; continue; }
+        size_t bs = e->bufs[best].size, is = e->bufs[i].size;
+        int i_fits = is >= size, b_fits = bs >= size;
+        if ((i_fits && (!b_fits || is < bs)) || (!i_fits && !b_fits && is > bs)) best = i;
+    }
+    if (best < 0) {
+        if (grow((void **)&e->bufs, &e->cap_bufs, e->n_bufs, sizeof *e->bufs, e->err) < 0) return -1;
+        best = e->n_bufs++;
+        e->bufs[best] = (buffer_t){0, 0, NULL};
+    }
+    if (e->bufs[best].size < size) e->bufs[best].size = size;
+    e->bufs[best].in_use = 1;
+    return best;
+}
+
+/* A memory object with md over pool buffer buf (-1: no buffer; the handle
+ * is set later). Returns its index in mems. */
+static int mem_new(si_engine_t *e, const dnnl_memory_desc_t *md, int buf, void *handle) {
+    if (grow((void **)&e->mems, &e->cap_mems, e->n_mems, sizeof *e->mems, e->err) < 0) return -1;
+    dnnl_memory_t m;
+    dnnl_status_t s = dnnl_memory_create(&m, md, e->eng, handle ? handle : DNNL_MEMORY_NONE);
+    if (s != dnnl_success) return fail(e, "create a memory object", NULL, s);
+    e->mems[e->n_mems] = (mem_t){m, buf, buf >= 0};
+    return e->n_mems++;
+}
+
+static const dnnl_memory_desc_t *mem_md(si_engine_t *e, int mi) {
+    const dnnl_memory_desc_t *md = NULL;
+    dnnl_memory_get_memory_desc(e->mems[mi].m, &md);
+    return md;
+}
+
+static int step_add(si_engine_t *e, dnnl_primitive_t p, const dnnl_exec_arg_t *args, int nargs) {
+    if (grow((void **)&e->steps, &e->cap_steps, e->n_steps, sizeof *e->steps, e->err) < 0) {
+        dnnl_primitive_destroy(p);
+        return -1;
+    }
+    step_t *st = &e->steps[e->n_steps++];
+    st->prim = p, st->nargs = nargs;
+    memcpy(st->args, args, (size_t)nargs * sizeof *args);
+    return 0;
+}
+
+/* Creates a primitive from pd, accounts its scratchpad, and appends a step
+ * with args (+ scratchpad). Takes ownership of pd. */
+static int prim_add(si_engine_t *e, dnnl_primitive_desc_t pd, dnnl_exec_arg_t *args, int nargs,
+                    const si_node_t *n) {
+    const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    size_t ss = smd ? dnnl_memory_desc_get_size(smd) : 0;
+    if (ss > e->scratch_size) e->scratch_size = ss;
+    dnnl_primitive_t p;
+    dnnl_status_t s = dnnl_primitive_create(&p, pd);
+    dnnl_primitive_desc_destroy(pd);
+    if (s != dnnl_success) return fail(e, "create a primitive", n, s);
+    if (ss) args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, NULL}; /* bound at the end */
+    return step_add(e, p, args, nargs);
+}
+
+static dnnl_primitive_attr_t attr_new(void) {
+    dnnl_primitive_attr_t a = NULL;
+    if (dnnl_primitive_attr_create(&a) != dnnl_success) return NULL;
+    dnnl_primitive_attr_set_scratchpad_mode(a, dnnl_scratchpad_mode_user);
+    return a;
+}
+
+/* A reorder step from memory src to a fresh memory of layout md; returns
+ * the new memory's index. */
+static int reorder_to(si_engine_t *e, int src, const dnnl_memory_desc_t *md, int buf) {
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_attr_t a = attr_new();
+    dnnl_status_t s = dnnl_reorder_primitive_desc_create(&pd, mem_md(e, src), e->eng, md, e->eng, a);
+    dnnl_primitive_attr_destroy(a);
+    if (s != dnnl_success) return fail(e, "build a reorder", NULL, s);
+    if (buf == -2) buf = buf_take(e, dnnl_memory_desc_get_size(md));
+    if (buf < 0) {
+        dnnl_primitive_desc_destroy(pd);
+        return -1;
+    }
+    int dst = mem_new(e, md, buf, NULL);
+    if (dst < 0) {
+        dnnl_primitive_desc_destroy(pd);
+        return -1;
+    }
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_FROM, e->mems[src].m}, {DNNL_ARG_TO, e->mems[dst].m}};
+    if (prim_add(e, pd, args, 2, NULL) < 0) return -1;
+    return dst;
+}
+
+/* The memory holding value v in layout md: v's own, or a cached reordered
+ * copy (the copy's buffer is released with v's). */
+static int value_as(si_engine_t *e, int v, const dnnl_memory_desc_t *md) {
+    int mi = e->val_mem[v];
+    if (dnnl_memory_desc_equal(mem_md(e, mi), md)) return mi;
+    int ci = e->val_conv[v];
+    if (ci >= 0 && dnnl_memory_desc_equal(mem_md(e, ci), md)) return ci;
+    if (ci >= 0 && e->mems[ci].owns) e->bufs[e->mems[ci].buf].in_use = 0;
+    ci = reorder_to(e, mi, md, -2);
+    if (ci < 0) return -1;
+    e->val_conv[v] = ci;
+    return ci;
+}
+
+/* Weights for a primitive: the node's own floats when the primitive takes the
+ * plain layout, else a copy reordered once now. */
+static int weights_mem(si_engine_t *e, const si_node_t *n, const dnnl_memory_desc_t *want) {
+    dnnl_memory_desc_t plain;
+    dnnl_dims_t d;
+    if (n->op == SI_OP_DENSE) {
+        d[0] = n->cout, d[1] = n->cin;
+        dnnl_memory_desc_init_by_tag(&plain, 2, d, dnnl_f32, dnnl_oi);
+    } else if (n->group > 1) {
+        d[0] = n->group, d[1] = n->cout / n->group, d[2] = n->cin, d[3] = n->kh, d[4] = n->kw;
+        dnnl_memory_desc_init_by_tag(&plain, 5, d, dnnl_f32, dnnl_goihw);
+    } else {
+        d[0] = n->cout, d[1] = n->cin, d[2] = n->kh, d[3] = n->kw;
+        dnnl_memory_desc_init_by_tag(&plain, 4, d, dnnl_f32, dnnl_oihw);
+    }
+    int src = mem_new(e, &plain, -1, (void *)n->w); /* oneDNN only reads it */
+    if (src < 0) return -1;
+    if (dnnl_memory_desc_equal(&plain, want)) return src;
+    size_t size = dnnl_memory_desc_get_size(want);
+    if (grow((void **)&e->owned, &e->cap_owned, e->n_owned, sizeof *e->owned, e->err) < 0) return -1;
+    void *p = aligned_alloc(64, (size + 63) & ~(size_t)63);
+    if (!p) return si_err_set(e->err, "out of memory for weights of node %s", n->name);
+    e->owned[e->n_owned++] = p;
+    e->owned_bytes += size;
+    int dst = mem_new(e, want, -1, p);
+    if (dst < 0) return -1;
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_t r;
+    TRY(e, dnnl_reorder_primitive_desc_create(&pd, &plain, e->eng, want, e->eng, NULL),
+        "build the weights reorder", n);
+    dnnl_status_t s = dnnl_primitive_create(&r, pd);
+    dnnl_primitive_desc_destroy(pd);
+    if (s != dnnl_success) return fail(e, "create the weights reorder", n, s);
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, e->mems[src].m}, {DNNL_ARG_TO, e->mems[dst].m}};
+    s = dnnl_primitive_execute(r, e->stream, 2, args);
+    if (s == dnnl_success) s = dnnl_stream_wait(e->stream);
+    dnnl_primitive_destroy(r);
+    if (s != dnnl_success) return fail(e, "reorder the weights", n, s);
+    /* The plain copy is not read again: give a mapped model file's pages back. */
+    si_model_drop(e->g, n->w, (size_t)n->cout * (size_t)n->cin * (size_t)(n->kh * n->kw) *
+                                 sizeof(float));
+    return dst;
+}
+
+static int bias_mem(si_engine_t *e, const si_node_t *n, const dnnl_memory_desc_t *want) {
+    return mem_new(e, want, -1, (void *)n->b);
+}
+
+/* Post-ops: optional sum (the residual), then the activation. */
+static dnnl_primitive_attr_t attr_for(const si_node_t *n, int with_sum) {
+    dnnl_primitive_attr_t a = attr_new();
+    if (!a) return NULL;
+    dnnl_post_ops_t po;
+    if (dnnl_post_ops_create(&po) != dnnl_success) {
+        dnnl_primitive_attr_destroy(a);
+        return NULL;
+    }
+    if (with_sum) dnnl_post_ops_append_sum(po, 1.0f);
+    if (n->act == SI_ACT_RELU) dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0, 0);
+    if (n->act == SI_ACT_CLIP)
+        dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_clip, n->act_lo, n->act_hi);
+    dnnl_primitive_attr_set_post_ops(a, po);
+    dnnl_post_ops_destroy(po);
+    return a;
+}
+
+/* Creates the pd for op_desc with attr and releases attr. */
+static int make_pd(si_engine_t *e, dnnl_primitive_desc_t *pd, const void *op_desc,
+                   dnnl_primitive_attr_t attr, const si_node_t *n) {
+    if (!attr) return si_err_set(e->err, "out of memory");
+    dnnl_status_t s = dnnl_primitive_desc_create(pd, op_desc, attr, e->eng, NULL);
+    dnnl_primitive_attr_destroy(attr);
+    if (s != dnnl_success) return fail(e, "build a primitive", n, s);
+    return 0;
+}
+
+/* Gives back the buffers of values whose last reader is node i. */
+static void release_dead(si_engine_t *e, const si_node_t *n, int i) {
+    int vs[2] = {n->in, n->in2};
+    for (int k = 0; k < 2; k++) {
+        int v = vs[k];
+        if (v < 0 || e->last_use[v] != i) continue;
+        int mi = e->val_mem[v], ci = e->val_conv[v];
+        if (mi >= 0 && e->mems[mi].owns) e->bufs[e->mems[mi].buf].in_use = 0;
+        if (ci >= 0 && e->mems[ci].owns) e->bufs[e->mems[ci].buf].in_use = 0;
+    }
+}
+
+/* Registers the dst memory of node n from pd: a pool buffer, or (residual
+ * sum) the residual operand's own buffer when it dies here. */
+static int dst_mem(si_engine_t *e, const si_node_t *n, int i, dnnl_primitive_desc_t pd) {
+    const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    int mi;
+    if (n->op == SI_OP_CONV && n->in2 >= 0) {
+        int r = e->val_mem[n->in2];
+        /* In place: the conv accumulates onto the residual. Allowed when the
+         * residual is a pool buffer in the same layout read by nobody after. */
+        if (e->last_use[n->in2] == i && e->mems[r].owns &&
+            dnnl_memory_desc_equal(mem_md(e, r), md)) {
+            mi = mem_new(e, md, e->mems[r].buf, NULL);
+            if (mi >= 0) e->mems[r].owns = 0; /* the buffer now belongs to the output */
+        } else {
+            mi = reorder_to(e, value_as(e, n->in2, mem_md(e, r)), md, -2);
+        }
+    } else {
+        int b = buf_take(e, dnnl_memory_desc_get_size(md));
+        mi = b < 0 ? -1 : mem_new(e, md, b, NULL);
+    }
+    if (mi >= 0) e->val_mem[n->out] = mi;
+    return mi;
+}
+
+static int compile_conv(si_engine_t *e, const si_node_t *n, int i) {
+    dnnl_memory_desc_t src, w, b, dst;
+    any_md(e, n->in, &src);
+    any_md(e, n->out, &dst);
+    dnnl_dims_t wd;
+    if (n->group > 1) {
+        wd[0] = n->group, wd[1] = n->cout / n->group, wd[2] = n->cin, wd[3] = n->kh, wd[4] = n->kw;
+        dnnl_memory_desc_init_by_tag(&w, 5, wd, dnnl_f32, dnnl_format_tag_any);
+    } else {
+        wd[0] = n->cout, wd[1] = n->cin, wd[2] = n->kh, wd[3] = n->kw;
+        dnnl_memory_desc_init_by_tag(&w, 4, wd, dnnl_f32, dnnl_format_tag_any);
+    }
+    dnnl_dims_t bd = {n->cout};
+    dnnl_memory_desc_init_by_tag(&b, 1, bd, dnnl_f32, dnnl_x);
+    dnnl_dims_t st = {n->sh, n->sw}, dl = {n->dh - 1, n->dw - 1};
+    dnnl_dims_t pl = {n->pad_t, n->pad_l}, pr = {n->pad_b, n->pad_r};
+    dnnl_convolution_desc_t cd;
+    TRY(e, dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference,
+                                                      dnnl_convolution_direct, &src, &w, &b, &dst,
+                                                      st, dl, pl, pr),
+        "describe the convolution", n);
+    dnnl_primitive_desc_t pd;
+    if (make_pd(e, &pd, &cd, attr_for(n, n->in2 >= 0), n) < 0) return -1;
+    int s_m = value_as(e, n->in, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0));
+    int w_m = s_m < 0 ? -1 : weights_mem(e, n, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0));
+    int b_m = w_m < 0 ? -1 : bias_mem(e, n, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1));
+    int d_m = b_m < 0 ? -1 : dst_mem(e, n, i, pd);
+    if (d_m < 0) {
+        dnnl_primitive_desc_destroy(pd);
+        return -1;
+    }
+    dnnl_exec_arg_t args[MAX_ARGS] = {{DNNL_ARG_SRC, e->mems[s_m].m},
+                                      {DNNL_ARG_WEIGHTS, e->mems[w_m].m},
+                                      {DNNL_ARG_BIAS, e->mems[b_m].m},
+                                      {DNNL_ARG_DST, e->mems[d_m].m}};
+    return prim_add(e, pd, args, 4, n);
+}
+
+static int compile_dense(si_engine_t *e, const si_node_t *n, int i) {
+    dnnl_memory_desc_t src, w, b, dst;
+    any_md(e, n->in, &src);
+    any_md(e, n->out, &dst);
+    dnnl_dims_t wd = {n->cout, n->cin}, bd = {n->cout};
+    dnnl_memory_desc_init_by_tag(&w, 2, wd, dnnl_f32, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&b, 1, bd, dnnl_f32, dnnl_x);
+    dnnl_inner_product_desc_t ipd;
+    TRY(e, dnnl_inner_product_forward_desc_init(&ipd, dnnl_forward_inference, &src, &w, &b, &dst),
+        "describe the inner product", n);
+    dnnl_primitive_desc_t pd;
+    if (make_pd(e, &pd, &ipd, attr_for(n, 0), n) < 0) return -1;
+    int s_m = value_as(e, n->in, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0));
+    int w_m = s_m < 0 ? -1 : weights_mem(e, n, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0));
+    int b_m = w_m < 0 ? -1 : bias_mem(e, n, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1));
+    int d_m = b_m < 0 ? -1 : dst_mem(e, n, i, pd);
+    if (d_m < 0) {
+        dnnl_primitive_desc_destroy(pd);
+        return -1;
+    }
+    dnnl_exec_arg_t args[MAX_ARGS] = {{DNNL_ARG_SRC, e->mems[s_m].m},
+                                      {DNNL_ARG_WEIGHTS, e->mems[w_m].m},
+                                      {DNNL_ARG_BIAS, e->mems[b_m].m},
+                                      {DNNL_ARG_DST, e->mems[d_m].m}};
+    return prim_add(e, pd, args, 4, n);
+}
+
+static int compile_pool(si_engine_t *e, const si_node_t *n, int i) {
+    dnnl_memory_desc_t dst;
+    any_md(e, n->out, &dst);
+    int s_m = e->val_mem[n->in];
+    dnnl_alg_kind_t alg = n->op == SI_OP_POOL_MAX ? dnnl_pooling_max
+                          : n->count_include_pad ? dnnl_pooling_avg_include_padding
+                                                 : dnnl_pooling_avg_exclude_padding;
+    dnnl_dims_t st = {n->sh, n->sw}, k = {n->kh, n->kw}, dl = {n->dh - 1, n->dw - 1};
+    dnnl_dims_t pl = {n->pad_t, n->pad_l}, pr = {n->pad_b, n->pad_r};
+    dnnl_pooling_v2_desc_t pdsc;
+    TRY(e, dnnl_pooling_v2_forward_desc_init(&pdsc, dnnl_forward_inference, alg, mem_md(e, s_m),
+                                             &dst, st, k, dl, pl, pr),
+        "describe the pooling", n);
+    dnnl_primitive_desc_t pd;
+    if (make_pd(e, &pd, &pdsc, attr_new(), n) < 0) return -1;
+    int d_m = dst_mem(e, n, i, pd);
+    if (d_m < 0) {
+        dnnl_primitive_desc_destroy(pd);
+        return -1;
+    }
+    dnnl_exec_arg_t args[MAX_ARGS] = {{DNNL_ARG_SRC, e->mems[s_m].m}, {DNNL_ARG_DST, e->mems[d_m].m}};
+    return prim_add(e, pd, args, 2, n);
+}
+
+static int compile_eltwise(si_engine_t *e, const si_node_t *n, int i) {
+    int s_m = e->val_mem[n->in];
+    dnnl_alg_kind_t alg = n->act == SI_ACT_CLIP ? dnnl_eltwise_clip : dnnl_eltwise_relu;
+    float lo = n->act == SI_ACT_CLIP ? n->act_lo : 0, hi = n->act == SI_ACT_CLIP ? n->act_hi : 0;
+    dnnl_eltwise_desc_t ed;
+    TRY(e, dnnl_eltwise_forward_desc_init(&ed, dnnl_forward_inference, alg, mem_md(e, s_m), lo, hi),
+        "describe the activation", n);
+    dnnl_primitive_desc_t pd;
+    if (make_pd(e, &pd, &ed, attr_new(), n) < 0) return -1;
+    int d_m = dst_mem(e, n, i, pd);
+    if (d_m < 0) {
+        dnnl_primitive_desc_destroy(pd);
+        return -1;
+    }
+    dnnl_exec_arg_t args[MAX_ARGS] = {{DNNL_ARG_SRC, e->mems[s_m].m}, {DNNL_ARG_DST, e->mems[d_m].m}};
+    return prim_add(e, pd, args, 2, n);
+}
+
+static int compile_add(si_engine_t *e, const si_node_t *n, int i) {
+    int a = e->val_mem[n->in];
+    int b = value_as(e, n->in2, mem_md(e, a)); /* same layout: the fast binary kernel */
+    if (b < 0) return -1;
+    dnnl_memory_desc_t dst;
+    any_md(e, n->out, &dst);
+    dnnl_binary_desc_t bd;
+    TRY(e, dnnl_binary_desc_init(&bd, dnnl_binary_add, mem_md(e, a), mem_md(e, b), &dst),
+        "describe the add", n);
+    dnnl_primitive_desc_t pd;
+    if (make_pd(e, &pd, &bd, attr_for(n, 0), n) < 0) return -1;
+    int d_m = dst_mem(e, n, i, pd);
+    if (d_m < 0) {
+        dnnl_primitive_desc_destroy(pd);
+        return -1;
+    }
+    dnnl_exec_arg_t args[MAX_ARGS] = {{DNNL_ARG_SRC_0, e->mems[a].m},
+                                      {DNNL_ARG_SRC_1, e->mems[b].m},
+                                      {DNNL_ARG_DST, e->mems[d_m].m}};
+    return prim_add(e, pd, args, 3, n);
+}
+
+/* Flatten: reorder to plain NCHW, then view the same bytes as NC. */
+static int compile_flatten(si_engine_t *e, const si_node_t *n) {
+    const si_value_t *x = &e->g->values[n->in];
+    dnnl_memory_desc_t plain4, flat;
+    plain_md(e, n->in, &plain4);
+    plain_md(e, n->out, &flat);
+    int src = e->val_mem[n->in];
+    int b = buf_take(e, dnnl_memory_desc_get_size(&plain4));
+    if (b < 0) return -1;
+    int mid = x->ndim == 4 ? reorder_to(e, src, &plain4, b) : reorder_to(e, src, &flat, b);
+    if (mid < 0) return -1;
+    int out = mem_new(e, &flat, b, NULL);
+    if (out < 0) return -1;
+    e->mems[mid].owns = 0; /* the buffer belongs to the NC view */
+    e->val_mem[n->out] = out;
+    return 0;
+}
+
+static int compile_node(si_engine_t *e, int i) {
+    const si_node_t *n = &e->g->nodes[i];
+    if ((n->op == SI_OP_CONV || n->op == SI_OP_DENSE) && (!n->w || !n->b))
+        return si_err_set(e->err, "node %s: weights are not in this model file (it holds another "
+                          "segment)", n->name);
+    int r;
+    switch (n->op) {
+    case SI_OP_CONV: r = compile_conv(e, n, i); break;
+    case SI_OP_DENSE: r = compile_dense(e, n, i); break;
+    case SI_OP_POOL_MAX:
+    case SI_OP_POOL_AVG: r = compile_pool(e, n, i); break;
+    case SI_OP_ACT: r = compile_eltwise(e, n, i); break;
+    case SI_OP_ADD: r = compile_add(e, n, i); break;
+    case SI_OP_FLATTEN: r = compile_flatten(e, n); break;
+    default: r = si_err_set(e->err, "node %s: unknown op", n->name);
+    }
+    if (r < 0) return -1;
+    release_dead(e, n, i);
+    return 0;
+}
+
+/* Allocates the planned buffers and the scratchpad, and binds handles. */
+static int bind_buffers(si_engine_t *e) {
+    for (int i = 0; i < e->n_bufs; i++) {
+        size_t sz = (e->bufs[i].size + 63) & ~(size_t)63;
+        e->bufs[i].ptr = aligned_alloc(64, sz ? sz : 64);
+        if (!e->bufs[i].ptr) return si_err_set(e->err, "out of memory for activations");
+        memset(e->bufs[i].ptr, 0, sz); /* blocked layouts rely on zeroed padding */
+    }
+    for (int i = 0; i < e->n_mems; i++) {
+        int b = e->mems[i].buf;
+        if (b >= 0) dnnl_memory_set_data_handle(e->mems[i].m, e->bufs[b].ptr);
+    }
+    if (e->scratch_size) {
+        e->scratch = aligned_alloc(64, (e->scratch_size + 63) & ~(size_t)63);
+        if (!e->scratch) return si_err_set(e->err, "out of memory for the scratchpad");
+        dnnl_memory_desc_t md;
+        dnnl_dims_t d = {(dnnl_dim_t)e->scratch_size};
+        dnnl_memory_desc_init_by_tag(&md, 1, d, dnnl_u8, dnnl_x);
+        if (dnnl_memory_create(&e->scratch_mem, &md, e->eng, e->scratch) != dnnl_success)
+            return si_err_set(e->err, "oneDNN could not create the scratchpad");
+        for (int s = 0; s < e->n_steps; s++)
+            for (int a = 0; a < e->steps[s].nargs; a++)
+                if (e->steps[s].args[a].arg == DNNL_ARG_SCRATCHPAD)
+                    e->steps[s].args[a].memory = e->scratch_mem;
+    }
+    return 0;
+}
+
+si_engine_t *si_engine_create(const si_graph_t *g, const si_segment_t *seg, int batch,
+                              si_err_t *err) {
+    if (batch < 1 || batch > 4096) {
+        si_err_set(err, "batch must be in 1..4096");
+        return NULL;
+    }
+    si_engine_t *e = calloc(1, sizeof *e);
+    if (!e) {
+        si_err_set(err, "out of memory");
+        return NULL;
+    }
+    e->g = g, e->seg = *seg, e->batch = batch, e->err = err;
+    e->val_mem = malloc((size_t)g->n_values * sizeof(int));
+    e->val_conv = malloc((size_t)g->n_values * sizeof(int));
+    e->last_use = malloc((size_t)g->n_values * sizeof(int));
+    if (!e->val_mem || !e->val_conv || !e->last_use) {
+        si_err_set(err, "out of memory");
+        goto fail;
+    }
+    for (int v = 0; v < g->n_values; v++) e->val_mem[v] = e->val_conv[v] = e->last_use[v] = -1;
+    for (int i = seg->node_begin; i < seg->node_end; i++) {
+        e->last_use[g->nodes[i].in] = i;
+        if (g->nodes[i].in2 >= 0) e->last_use[g->nodes[i].in2] = i;
+    }
+    e->last_use[seg->out] = seg->node_end; /* read by the final copy-out */
+    dnnl_status_t s = dnnl_engine_create(&e->eng, dnnl_cpu, 0);
+    if (s == dnnl_success) s = dnnl_stream_create(&e->stream, e->eng, dnnl_stream_default_flags);
+    if (s != dnnl_success) {
+        fail(e, "create a CPU engine", NULL, s);
+        goto fail;
+    }
+    dnnl_memory_desc_t md;
+    plain_md(e, seg->in, &md);
+    e->user_in = mem_new(e, &md, -1, NULL);
+    if (e->user_in < 0) goto fail;
+    e->val_mem[seg->in] = e->user_in;
+    e->in_ndim = g->values[seg->in].ndim;
+    memcpy(e->in_dims, g->values[seg->in].dims, sizeof e->in_dims);
+    e->in_dims[0] = batch;
+    for (int i = seg->node_begin; i < seg->node_end; i++)
+        if (compile_node(e, i) < 0) goto fail;
+    plain_md(e, seg->out, &md);
+    e->user_out = mem_new(e, &md, -1, NULL);
+    if (e->user_out < 0) goto fail;
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_attr_t a = attr_new();
+    s = dnnl_reorder_primitive_desc_create(&pd, mem_md(e, e->val_mem[seg->out]), e->eng, &md,
+                                           e->eng, a);
+    dnnl_primitive_attr_destroy(a);
+    if (s != dnnl_success) {
+        fail(e, "build the output reorder", NULL, s);
+        goto fail;
+    }
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_FROM, e->mems[e->val_mem[seg->out]].m},
+                               {DNNL_ARG_TO, e->mems[e->user_out].m}};
+    if (prim_add(e, pd, args, 2, NULL) < 0) goto fail;
+    e->out_ndim = g->values[seg->out].ndim;
+    memcpy(e->out_dims, g->values[seg->out].dims, sizeof e->out_dims);
+    e->out_dims[0] = batch;
+    if (bind_buffers(e) < 0) goto fail;
+    e->err = NULL;
+    return e;
+fail:
+    si_engine_free(e);
+    return NULL;
+}
+
+void si_engine_free(si_engine_t *e) {
+    if (!e) return;
+    for (int i = 0; i < e->n_steps; i++) dnnl_primitive_destroy(e->steps[i].prim);
+    for (int i = 0; i < e->n_mems; i++) dnnl_memory_destroy(e->mems[i].m);
+    for (int i = 0; i < e->n_bufs; i++) free(e->bufs[i].ptr);
+    for (int i = 0; i < e->n_owned; i++) free(e->owned[i]);
+    if (e->scratch_mem) dnnl_memory_destroy(e->scratch_mem);
+    free(e->scratch);
+    if (e->stream) dnnl_stream_destroy(e->stream);
+    if (e->eng) dnnl_engine_destroy(e->eng);
+    free(e->steps), free(e->mems), free(e->bufs), free(e->owned);
+    free(e->val_mem), free(e->val_conv), free(e->last_use);
+    free(e);
+}
+
+int si_engine_in_dims(const si_engine_t *e, int dims[4]) {
+    memcpy(dims, e->in_dims, sizeof e->in_dims);
+    return e->in_ndim;
+}
+
+int si_engine_out_dims(const si_engine_t *e, int dims[4]) {
+    memcpy(dims, e->out_dims, sizeof e->out_dims);
+    return e->out_ndim;
+}
+
+static size_t numel(const int *d, int n) {
+    size_t k = 1;
+    for (int i = 0; i < n; i++) k *= (size_t)d[i];
+    return k;
+}
+
+size_t si_engine_in_numel(const si_engine_t *e) { return numel(e->in_dims, e->in_ndim); }
+size_t si_engine_out_numel(const si_engine_t *e) { return numel(e->out_dims, e->out_ndim); }
+
+size_t si_engine_bytes(const si_engine_t *e) {
+    size_t b = e->owned_bytes + e->scratch_size;
+    for (int i = 0; i < e->n_bufs; i++) b += e->bufs[i].size;
+    return b;
+}
+
+int si_engine_run(si_engine_t *e, const float *in, float *out, si_err_t *err) {
+    dnnl_memory_set_data_handle(e->mems[e->user_in].m, (void *)in); /* only read */
+    dnnl_memory_set_data_handle(e->mems[e->user_out].m, out);
+    for (int i = 0; i < e->n_steps; i++) {
+        step_t *st = &e->steps[i];
+        dnnl_status_t s = dnnl_primitive_execute(st->prim, e->stream, st->nargs, st->args);
+        if (s != dnnl_success) return si_err_set(err, "oneDNN failed at step %d (status %d)", i, (int)s);
+    }
+    dnnl_status_t s = dnnl_stream_wait(e->stream);
+    if (s != dnnl_success) return si_err_set(err, "oneDNN stream failed (status %d)", (int)s);
+    return 0;
+}

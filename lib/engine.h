@@ -1,0 +1,60 @@
+/*
+ * engine.h - run a segment of a graph with oneDNN (CPU, fp32).
+ *
+ * si_engine_create compiles a segment once for one batch size: one oneDNN
+ * primitive per node, every layout chosen by oneDNN (format "any", so
+ * blocked layouts such as nChw8c flow from layer to layer without reorders),
+ * BN already folded, ReLU/Clip and the residual sum fused as post-ops, the
+ * weights reordered into the primitives' layouts once, every activation
+ * buffer planned ahead (buffers are reused once a value is dead) and one
+ * shared scratchpad. si_engine_run then only executes: no allocation, no
+ * layout decisions, no locking.
+ *
+ * Tensors cross the API in plain layout: NCHW (4-D) or NC (2-D) float32,
+ * batch first. The engine borrows the graph: keep the graph alive as long as
+ * any engine built from it.
+ *
+ * Threads: oneDNN in Debian uses OpenMP, whose thread count is process-wide.
+ * si_engine_set_threads sets it; call it before creating engines.
+ */
+#ifndef SI_ENGINE_H
+#define SI_ENGINE_H
+
+#include <stddef.h>
+
+#include "err.h"
+#include "graph.h"
+
+typedef struct si_engine si_engine_t;
+
+/* Sets the process-wide compute thread count (n < 1: all cores). */
+void si_engine_set_threads(int n);
+
+/* Number of threads inference will use. */
+int si_engine_threads(void);
+
+/* Compiles segment seg of g for batch size batch (>= 1). NULL + err on
+ * failure (an op oneDNN cannot build, out of memory, weights missing from a
+ * segment-only model file). */
+si_engine_t *si_engine_create(const si_graph_t *g, const si_segment_t *seg, int batch,
+                              si_err_t *err);
+
+void si_engine_free(si_engine_t *e);
+
+/* Shape of the segment input / output including the batch: ndim is 2 or 4,
+ * dims[0] is the batch. Returns ndim. */
+int si_engine_in_dims(const si_engine_t *e, int dims[4]);
+int si_engine_out_dims(const si_engine_t *e, int dims[4]);
+
+/* Element counts (batch included) of input and output. */
+size_t si_engine_in_numel(const si_engine_t *e);
+size_t si_engine_out_numel(const si_engine_t *e);
+
+/* Runs the segment: in holds si_engine_in_numel floats, out receives
+ * si_engine_out_numel floats. Not reentrant: one run at a time per engine. */
+int si_engine_run(si_engine_t *e, const float *in, float *out, si_err_t *err);
+
+/* Bytes the engine holds: reordered weights, activations, scratchpad. */
+size_t si_engine_bytes(const si_engine_t *e);
+
+#endif

@@ -1,0 +1,47 @@
+/*
+ * modelfile.h - packed model files (.sfm) and loading any model file.
+ *
+ * An .sfm holds a graph after import (BN folded, activations and residual
+ * sums fused) so loading it is a mmap and a table walk, not a protobuf parse.
+ * Layout, all little-endian:
+ *
+ *   header   64 bytes: magic "SIFMODEL", version, counts, table and weight
+ *            offsets, the cut range whose weights the file carries
+ *   values   n_values x { i32 ndim; i32 dims[4] }
+ *   nodes    n_nodes  x fixed-size records (op, geometry, activation, name,
+ *            byte offsets of weights and bias or -1 when left out)
+ *   weights  float32 arrays, each starting on a 64-byte boundary
+ *
+ * Every node is present even in a segment-only file (what a stage image
+ * carries), so cut points and segment names are the same as the full model's;
+ * only the weights outside the segment are left out (their pointers are NULL
+ * and the engine refuses to compile those nodes). Weight pointers point into
+ * the read-only mapping; nothing is copied at load.
+ */
+#ifndef SI_MODELFILE_H
+#define SI_MODELFILE_H
+
+#include <stddef.h>
+
+#include "err.h"
+#include "graph.h"
+
+#define SI_SFM_MAGIC "SIFMODEL"
+#define SI_SFM_VERSION 1
+
+/* Loads a model file: .sfm (recognized by its magic) or ONNX. */
+si_graph_t *si_model_load(const char *path, si_err_t *err);
+
+/* Maps and validates an .sfm file. Corrupt or truncated files fail cleanly. */
+si_graph_t *si_sfm_load(const char *path, si_err_t *err);
+
+/* Writes g as an .sfm. With seg, only the weights of nodes inside it are
+ * written. */
+int si_sfm_save(const si_graph_t *g, const si_segment_t *seg, const char *path, si_err_t *err);
+
+/* Tells the graph that [p, p+len) will not be read again (the engine keeps a
+ * reordered copy): pages of a mapped file are dropped so the process does not
+ * hold the weights twice. A no-op for memory the graph owns. */
+void si_model_drop(const si_graph_t *g, const void *p, size_t len);
+
+#endif
