@@ -1,0 +1,119 @@
+/* cli.c - shared option parsing and model setup for the subcommands. */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "modelfile.h"
+
+int cli_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("splitinfer: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+static int int_arg(const char *flag, const char *v, int lo, int hi, int *out) {
+    char *end;
+    errno = 0;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || errno || *end || end == v || x < lo || x > hi)
+        return cli_fail("%s wants an integer in %d..%d, got '%s'", flag, lo, hi, v ? v : "");
+    *out = (int)x;
+    return 0;
+}
+
+int cli_parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
+    memset(o, 0, sizeof *o);
+    o->model = getenv("SPLITINFER_MODEL");
+    o->topk = 5, o->n = 20, o->batch = 1, o->warmup = 3;
+    o->args = calloc((size_t)argc + 1, sizeof *o->args);
+    if (!o->args) return cli_fail("out of memory");
+    static const struct { char key; const char *s, *l; int has_arg; } flags[] = {
+        {'m', "-m", "--model", 1},   {'s', NULL, "--segment", 1}, {'o', "-o", "--output", 1},
+        {'i', NULL, "--input", 1},   {'t', "-t", "--threads", 1}, {'k', "-k", "--top", 1},
+        {'j', NULL, "--json", 0},    {'n', "-n", NULL, 1},        {'b', NULL, "--batch", 1},
+        {'w', NULL, "--warmup", 1},
+    };
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-' || !a[1]) {
+            o->args[o->n_args++] = argv[i];
+            continue;
+        }
+        int k = -1;
+        for (size_t f = 0; f < sizeof flags / sizeof *flags; f++)
+            if ((flags[f].s && !strcmp(a, flags[f].s)) || (flags[f].l && !strcmp(a, flags[f].l)))
+                k = (int)f;
+        if (k < 0 || !strchr(allowed, flags[k].key)) return cli_fail("unknown option %s", a);
+        const char *v = NULL;
+        if (flags[k].has_arg) {
+            if (i + 1 >= argc) return cli_fail("%s needs a value", a);
+            v = argv[++i];
+        }
+        switch (flags[k].key) {
+        case 'm': o->model = v; break;
+        case 's': o->segment = v; break;
+        case 'o': o->output = v; break;
+        case 'i': o->input = v; break;
+        case 't': if (int_arg(a, v, 0, 1024, &o->threads)) return 1; break;
+        case 'k': if (int_arg(a, v, 1, 1000, &o->topk)) return 1; break;
+        case 'j': o->json = 1; break;
+        case 'n': if (int_arg(a, v, 1, 1000000, &o->n)) return 1; break;
+        case 'b': if (int_arg(a, v, 1, 4096, &o->batch)) return 1; break;
+        case 'w': if (int_arg(a, v, 0, 1000000, &o->warmup)) return 1; break;
+        }
+    }
+    return 0;
+}
+
+int cli_setup(const cli_opts_t *o, int batch, si_graph_t **g, si_segment_t *seg,
+              si_engine_t **e) {
+    si_err_t err = {{0}};
+    *g = NULL;
+    if (e) *e = NULL;
+    if (!o->model) return cli_fail("no model: pass -m MODEL or set SPLITINFER_MODEL");
+    si_engine_set_threads(o->threads);
+    *g = si_model_load(o->model, &err);
+    if (!*g) return cli_fail("%s", err.msg);
+    if (si_graph_segment(*g, o->segment, seg, &err) < 0) return cli_fail("%s", err.msg);
+    if (!e) return 0;
+    *e = si_engine_create(*g, seg, batch, &err);
+    if (!*e) return cli_fail("%s", err.msg);
+    return 0;
+}
+
+int cli_read_file(const char *path, void **buf, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return cli_fail("%s: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char *p = malloc(cap);
+    while (p) {
+        n += fread(p + n, 1, cap - n, f);
+        if (n < cap) break;
+        char *q = realloc(p, cap *= 2);
+        if (!q) free(p);
+        p = q;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (!p || bad) {
+        free(p);
+        return cli_fail("%s: read failed", path);
+    }
+    *buf = p, *len = n;
+    return 0;
+}
+
+double cli_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}

@@ -1,0 +1,46 @@
+/*
+ * cli.h - what the subcommands share: option parsing and model setup.
+ * cmd/ stays thin: parse flags, call lib/, print.
+ */
+#ifndef SI_CLI_H
+#define SI_CLI_H
+
+#include <stddef.h>
+
+#include "engine.h"
+#include "graph.h"
+
+/* Options every model-running subcommand understands. */
+typedef struct cli_opts {
+    const char *model;   /* -m, default $SPLITINFER_MODEL */
+    const char *segment; /* --segment A..B (NULL: whole model) */
+    const char *output;  /* -o / --output */
+    const char *input;   /* --input */
+    int threads;         /* -t / --threads, 0 = all cores */
+    int topk;            /* -k */
+    int json;            /* --json */
+    int n;               /* -n */
+    int batch;           /* --batch */
+    int warmup;          /* --warmup */
+    char **args;         /* positional arguments */
+    int n_args;
+} cli_opts_t;
+
+/* Parses argv (after the subcommand name). Returns 0, or 1 after printing
+ * the error. `allowed` lists the flags this subcommand takes, e.g. "mtkj". */
+int cli_parse(int argc, char **argv, const char *allowed, cli_opts_t *o);
+
+/* Prints "splitinfer: <msg>" to stderr and returns 1 (the exit code). */
+int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Loads opts->model, resolves opts->segment, sets threads and compiles an
+ * engine for batch. On failure prints and returns 1. */
+int cli_setup(const cli_opts_t *o, int batch, si_graph_t **g, si_segment_t *seg,
+              si_engine_t **e);
+
+/* Reads a whole file into a malloc'd buffer. */
+int cli_read_file(const char *path, void **buf, size_t *len);
+
+double cli_now_ms(void);
+
+#endif

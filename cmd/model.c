@@ -1,0 +1,91 @@
+/* model.c - the subcommands that look at or rewrite a model: info, convert. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "modelfile.h"
+
+static void shape_str(const si_value_t *v, char *buf, size_t len) {
+    if (v->ndim == 4)
+        snprintf(buf, len, "[1,%d,%d,%d]", v->dims[1], v->dims[2], v->dims[3]);
+    else
+        snprintf(buf, len, "[1,%d]", v->dims[1]);
+}
+
+int si_cmd_info(int argc, char **argv) {
+    cli_opts_t o;
+    if (cli_parse(argc, argv, "m", &o)) return 1;
+    si_graph_t *g;
+    si_segment_t seg;
+    int rc = cli_setup(&o, 1, &g, &seg, NULL);
+    free(o.args);
+    if (rc) {
+        si_graph_free(g);
+        return rc;
+    }
+    char in[64];
+    shape_str(&g->values[0], in, sizeof in);
+    uint64_t macs = 0, params = 0;
+    for (int i = 0; i < g->n_nodes; i++)
+        macs += si_node_macs(g, &g->nodes[i]), params += si_node_params(&g->nodes[i]);
+    printf("model %s: input %s, %d nodes after folding, %d cut points, %.2f M params, "
+           "%.3f GMACs\n", o.model, in, g->n_nodes, g->n_cuts, params / 1e6, macs / 1e9);
+    printf("%-10s %-9s %6s %10s %10s  %-16s %12s  %s\n", "segment", "cuts", "nodes", "params",
+           "MMACs", "output", "out bytes", "ops");
+    /* One row per named unit (ResNet) or per pair of adjacent cut points. */
+    int c = 0;
+    while (c + 1 < g->n_cuts) {
+        int next = c + 1;
+        if (g->n_blocks) {
+            if (c == 0) next = g->block_cut[0];
+            else if (c == g->head_cut) next = g->n_cuts - 1;
+            else
+                for (int b = 0; b < g->n_blocks; b++)
+                    if (g->block_cut[b] == c)
+                        next = b + 1 < g->n_blocks ? g->block_cut[b + 1] : g->head_cut;
+        }
+        char name[SI_MAX_NAME], shape[64], range[32], ops[128] = "";
+        si_graph_cut_name(g, c, name, sizeof name);
+        int nb = g->cuts[c], ne = g->cuts[next];
+        uint64_t m = 0, p = 0;
+        int counts[SI_OP_FLATTEN + 1] = {0};
+        for (int i = nb; i < ne; i++) {
+            m += si_node_macs(g, &g->nodes[i]), p += si_node_params(&g->nodes[i]);
+            counts[g->nodes[i].op]++;
+        }
+        for (int op = SI_OP_CONV; op <= SI_OP_FLATTEN; op++)
+            if (counts[op]) {
+                size_t l = strlen(ops);
+                snprintf(ops + l, sizeof ops - l, "%s%s x%d", l ? ", " : "", si_op_name((si_op_t)op),
+                         counts[op]);
+            }
+        const si_value_t *out = &g->values[g->nodes[ne - 1].out];
+        shape_str(out, shape, sizeof shape);
+        snprintf(range, sizeof range, "#%d..#%d", c, next);
+        printf("%-10s %-9s %6d %10llu %10.1f  %-16s %12zu  %s\n", name, range, ne - nb,
+               (unsigned long long)p, m / 1e6, shape, si_value_numel(out) * sizeof(float), ops);
+        c = next;
+    }
+    si_graph_free(g);
+    return 0;
+}
+
+int si_cmd_convert(int argc, char **argv) {
+    cli_opts_t o;
+    if (cli_parse(argc, argv, "mso", &o)) return 1;
+    if (o.n_args == 1 && !o.model) o.model = o.args[0];
+    else if (o.n_args == 1) o.model = o.args[0]; /* positional IN wins over $SPLITINFER_MODEL */
+    if (o.n_args != 1 || !o.output) {
+        free(o.args);
+        return cli_fail("usage: splitinfer convert IN.onnx -o OUT.sfm [--segment A..B]");
+    }
+    si_graph_t *g;
+    si_segment_t seg;
+    int rc = cli_setup(&o, 1, &g, &seg, NULL);
+    si_err_t err = {{0}};
+    if (!rc && si_sfm_save(g, o.segment ? &seg : NULL, o.output, &err) < 0) rc = cli_fail("%s", err.msg);
+    free(o.args);
+    si_graph_free(g);
+    return rc;
+}

@@ -1,0 +1,166 @@
+/* run.c - the subcommands that run a model: classify, infer, bench. */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "image.h"
+#include "labels.h"
+
+/* Indices of the k largest of x[0..n) in descending order (k <= n). */
+static void topk(const float *x, int n, int k, int *idx) {
+    for (int j = 0; j < k; j++) idx[j] = -1;
+    for (int i = 0; i < n; i++) {
+        int j = k;
+        while (j > 0 && (idx[j - 1] < 0 || x[i] > x[idx[j - 1]])) j--;
+        if (j >= k) continue;
+        memmove(idx + j + 1, idx + j, (size_t)(k - j - 1) * sizeof *idx);
+        idx[j] = i;
+    }
+}
+
+static void print_top(const char *file, const float *logits, int n, int k, int json) {
+    float mx = logits[0];
+    for (int i = 1; i < n; i++) mx = logits[i] > mx ? logits[i] : mx;
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += exp((double)(logits[i] - mx));
+    int idx[1000];
+    topk(logits, n, k, idx);
+    if (json) {
+        json_t *top = json_array();
+        for (int j = 0; j < k; j++)
+            json_array_append_new(top, json_pack("{s:i, s:s, s:f}", "index", idx[j], "label",
+                                                 si_label(idx[j]), "prob",
+                                                 exp((double)(logits[idx[j]] - mx)) / sum));
+        json_t *o = json_pack("{s:s, s:o}", "file", file, "top", top);
+        char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+        if (s) puts(s);
+        free(s);
+        json_decref(o);
+        return;
+    }
+    printf("%s\n", file);
+    for (int j = 0; j < k; j++)
+        printf("  %d. %4d  %.4f  %s\n", j + 1, idx[j], exp((double)(logits[idx[j]] - mx)) / sum,
+               si_label(idx[j]));
+}
+
+int si_cmd_classify(int argc, char **argv) {
+    cli_opts_t o;
+    if (cli_parse(argc, argv, "mtkj", &o)) return 1;
+    if (!o.n_args) return cli_fail("usage: splitinfer classify -m MODEL [-t N] [-k 5] [--json] IMAGE...");
+    si_graph_t *g;
+    si_segment_t seg;
+    si_engine_t *e;
+    int rc = cli_setup(&o, 1, &g, &seg, &e);
+    int dims[4];
+    if (!rc && (si_engine_in_dims(e, dims) != 4 || dims[1] != 3 || dims[2] != SI_IMAGE_SIZE ||
+                dims[3] != SI_IMAGE_SIZE || si_engine_out_dims(e, dims) != 2))
+        rc = cli_fail("%s: classify needs a model of input [1,3,%d,%d] and output [1,classes]",
+                      o.model, SI_IMAGE_SIZE, SI_IMAGE_SIZE);
+    float *in = NULL, *out = NULL;
+    int classes = dims[1];
+    if (!rc) {
+        in = malloc(si_engine_in_numel(e) * sizeof *in);
+        out = malloc(si_engine_out_numel(e) * sizeof *out);
+        if (!in || !out) rc = cli_fail("out of memory");
+    }
+    if (!rc && o.topk > classes) o.topk = classes;
+    for (int i = 0; !rc && i < o.n_args; i++) {
+        si_err_t err = {{0}};
+        if (si_image_file_to_tensor(o.args[i], in, &err) < 0 || si_engine_run(e, in, out, &err) < 0) {
+            cli_fail("%s", err.msg);
+            rc = 1; /* keep going: one bad photo should not hide the others' answers */
+            for (i++; i < o.n_args; i++)
+                if (si_image_file_to_tensor(o.args[i], in, &err) == 0 &&
+                    si_engine_run(e, in, out, &err) == 0)
+                    print_top(o.args[i], out, classes, o.topk, o.json);
+                else
+                    cli_fail("%s", err.msg);
+            break;
+        }
+        print_top(o.args[i], out, classes, o.topk, o.json);
+    }
+    free(in), free(out), free(o.args);
+    si_engine_free(e);
+    si_graph_free(g);
+    return rc;
+}
+
+int si_cmd_infer(int argc, char **argv) {
+    cli_opts_t o;
+    if (cli_parse(argc, argv, "msiot", &o)) return 1;
+    if (!o.input || !o.output || o.n_args)
+        return cli_fail("usage: splitinfer infer -m MODEL [--segment A..B] --input X.bin --output Y.bin");
+    si_graph_t *g;
+    si_segment_t seg;
+    si_engine_t *e;
+    void *in = NULL;
+    size_t len = 0;
+    float *out = NULL;
+    int rc = cli_setup(&o, 1, &g, &seg, &e);
+    if (!rc) rc = cli_read_file(o.input, &in, &len);
+    if (!rc && len != si_engine_in_numel(e) * sizeof(float)) {
+        int d[4], nd = si_engine_in_dims(e, d);
+        rc = cli_fail("%s: %zu bytes, the segment's input [%d,%d%s] float32 is %zu bytes", o.input,
+                      len, d[0], d[1], nd == 4 ? ",H,W" : "", si_engine_in_numel(e) * sizeof(float));
+    }
+    if (!rc && !(out = malloc(si_engine_out_numel(e) * sizeof *out))) rc = cli_fail("out of memory");
+    si_err_t err = {{0}};
+    if (!rc && si_engine_run(e, in, out, &err) < 0) rc = cli_fail("%s", err.msg);
+    if (!rc) {
+        FILE *f = fopen(o.output, "wb");
+        size_t n = si_engine_out_numel(e);
+        if (!f || fwrite(out, sizeof *out, n, f) != n) rc = cli_fail("%s: write failed", o.output);
+        if (f && fclose(f) != 0) rc = cli_fail("%s: write failed", o.output);
+    }
+    free(in), free(out), free(o.args);
+    si_engine_free(e);
+    si_graph_free(g);
+    return rc;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int si_cmd_bench(int argc, char **argv) {
+    cli_opts_t o;
+    if (cli_parse(argc, argv, "mstnbw", &o)) return 1;
+    si_graph_t *g;
+    si_segment_t seg;
+    si_engine_t *e;
+    int rc = cli_setup(&o, o.batch, &g, &seg, &e);
+    float *in = NULL, *out = NULL;
+    double *ms = calloc((size_t)o.n, sizeof *ms);
+    if (!rc) {
+        in = malloc(si_engine_in_numel(e) * sizeof *in);
+        out = malloc(si_engine_out_numel(e) * sizeof *out);
+        if (!in || !out || !ms) rc = cli_fail("out of memory");
+    }
+    if (!rc) {
+        unsigned s = 12345; /* fixed input: runs are comparable */
+        for (size_t i = 0; i < si_engine_in_numel(e); i++)
+            s = s * 1103515245u + 12345u, in[i] = (float)((s >> 9) & 0xffff) / 32768.0f - 1.0f;
+    }
+    si_err_t err = {{0}};
+    for (int i = 0; !rc && i < o.warmup + o.n; i++) {
+        double t0 = cli_now_ms();
+        if (si_engine_run(e, in, out, &err) < 0) rc = cli_fail("%s", err.msg);
+        if (i >= o.warmup) ms[i - o.warmup] = cli_now_ms() - t0;
+    }
+    if (!rc) {
+        qsort(ms, (size_t)o.n, sizeof *ms, cmp_double);
+        double med = ms[o.n / 2], p90 = ms[(int)((o.n - 1) * 0.9 + 0.5)];
+        printf("bench model=%s threads=%d batch=%d n=%d min_ms=%.3f median_ms=%.3f p90_ms=%.3f "
+               "images_per_s=%.2f\n",
+               o.model, si_engine_threads(), o.batch, o.n, ms[0], med, p90, o.batch * 1000.0 / med);
+    }
+    free(in), free(out), free(ms), free(o.args);
+    si_engine_free(e);
+    si_graph_free(g);
+    return rc;
+}

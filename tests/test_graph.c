@@ -1,0 +1,362 @@
+/* test_graph.c - graph IR, segments, .sfm files and the engine on small
+ * hand-built graphs, checked against a naive reference written here. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "engine.h"
+#include "graph.h"
+#include "modelfile.h"
+#include "onnx.h"
+
+static unsigned rng = 1;
+static float frand(void) { /* uniform in [-1, 1), reproducible */
+    rng = rng * 1664525u + 1013904223u;
+    return (float)(rng >> 8) / (float)(1u << 23) - 1.0f;
+}
+
+static float *rand_array(size_t n, float scale) {
+    float *p = malloc(n * sizeof *p);
+    for (size_t i = 0; i < n; i++) p[i] = frand() * scale;
+    return p;
+}
+
+static si_node_t node(si_op_t op, int in, int out) {
+    si_node_t n;
+    memset(&n, 0, sizeof n);
+    n.op = op, n.in = in, n.in2 = -1, n.out = out, n.group = 1;
+    n.kh = n.kw = n.sh = n.sw = n.dh = n.dw = 1;
+    snprintf(n.name, sizeof n.name, "%s_%d", si_op_name(op), out);
+    return n;
+}
+
+static si_node_t conv(int in, int out, int cin, int cout, int k, int s, int pad, int group) {
+    si_node_t n = node(SI_OP_CONV, in, out);
+    n.kh = n.kw = k, n.sh = n.sw = s;
+    n.pad_t = n.pad_l = n.pad_b = n.pad_r = pad;
+    n.group = group, n.cout = cout, n.cin = cin / group;
+    n.w = rand_array((size_t)cout * (size_t)(cin / group) * (size_t)(k * k), 0.3f);
+    n.b = rand_array((size_t)cout, 0.1f);
+    return n;
+}
+
+/* A small residual network: the shapes of a ResNet block and a MobileNet
+ * depthwise conv in one.
+ *   v0 [1,4,9,9] -conv3x3 s1 relu-> v1 [1,8,9,9] -maxpool3 s2 p1-> v2 [1,8,5,5]
+ *   v2 -conv1x1-> v3; v3 -dwconv3x3 clip(0,6)-> v4; v4 -conv1x1 +v2 relu-> v5
+ *   v5 -avgpool(global)-> v6 [1,8,1,1] -flatten-> v7 [1,8] -dense-> v8 [1,5]  */
+static si_graph_t *tiny_graph(void) {
+    si_graph_t *g = si_graph_new();
+    int d0[4] = {1, 4, 9, 9}, dx[4] = {1, 0, 0, 0};
+    si_graph_add_value(g, 4, d0);
+    for (int v = 1; v <= 6; v++) si_graph_add_value(g, 4, dx);
+    si_graph_add_value(g, 2, dx);
+    si_graph_add_value(g, 2, dx);
+    si_node_t n = conv(0, 1, 4, 8, 3, 1, 1, 1);
+    n.act = SI_ACT_RELU;
+    si_graph_add_node(g, &n);
+    n = node(SI_OP_POOL_MAX, 1, 2);
+    n.kh = n.kw = 3, n.sh = n.sw = 2, n.pad_t = n.pad_l = n.pad_b = n.pad_r = 1;
+    si_graph_add_node(g, &n);
+    n = conv(2, 3, 8, 8, 1, 1, 0, 1);
+    si_graph_add_node(g, &n);
+    n = conv(3, 4, 8, 8, 3, 1, 1, 8);
+    n.act = SI_ACT_CLIP, n.act_lo = 0, n.act_hi = 6;
+    si_graph_add_node(g, &n);
+    n = conv(4, 5, 8, 8, 1, 1, 0, 1);
+    n.in2 = 2, n.act = SI_ACT_RELU;
+    si_graph_add_node(g, &n);
+    n = node(SI_OP_POOL_AVG, 5, 6);
+    n.kh = n.kw = 0;
+    si_graph_add_node(g, &n);
+    n = node(SI_OP_FLATTEN, 6, 7);
+    si_graph_add_node(g, &n);
+    n = node(SI_OP_DENSE, 7, 8);
+    n.cout = 5, n.cin = 8;
+    n.w = rand_array(40, 0.5f), n.b = rand_array(5, 0.1f);
+    si_graph_add_node(g, &n);
+    g->output = 8;
+    return g;
+}
+
+static void free_tiny(si_graph_t *g) {
+    for (int i = 0; i < g->n_nodes; i++) free((void *)g->nodes[i].w), free((void *)g->nodes[i].b);
+    si_graph_free(g);
+}
+
+/* Naive reference of one node on batch 1, plain layouts. */
+static void ref_node(const si_graph_t *g, const si_node_t *n, float **vals) {
+    const si_value_t *x = &g->values[n->in], *y = &g->values[n->out];
+    const float *X = vals[n->in];
+    float *Y = vals[n->out] = calloc(si_value_numel(y), sizeof(float));
+    int C = x->ndim == 4 ? x->dims[1] : x->dims[1], H = x->ndim == 4 ? x->dims[2] : 1,
+        W = x->ndim == 4 ? x->dims[3] : 1;
+    int OC = y->dims[1], OH = y->ndim == 4 ? y->dims[2] : 1, OW = y->ndim == 4 ? y->dims[3] : 1;
+    switch (n->op) {
+    case SI_OP_CONV: {
+        int icg = C / n->group, ocg = OC / n->group;
+        for (int o = 0; o < OC; o++)
+            for (int oh = 0; oh < OH; oh++)
+                for (int ow = 0; ow < OW; ow++) {
+                    double acc = n->b[o];
+                    int gi = o / ocg;
+                    for (int ci = 0; ci < icg; ci++)
+                        for (int kh = 0; kh < n->kh; kh++)
+                            for (int kw = 0; kw < n->kw; kw++) {
+                                int ih = oh * n->sh - n->pad_t + kh * n->dh;
+                                int iw = ow * n->sw - n->pad_l + kw * n->dw;
+                                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                                acc += X[((size_t)(gi * icg + ci) * H + ih) * W + iw] *
+                                       n->w[(((size_t)o * icg + ci) * n->kh + kh) * n->kw + kw];
+                            }
+                    Y[((size_t)o * OH + oh) * OW + ow] = (float)acc;
+                }
+        break;
+    }
+    case SI_OP_POOL_MAX:
+    case SI_OP_POOL_AVG:
+        for (int c = 0; c < C; c++)
+            for (int oh = 0; oh < OH; oh++)
+                for (int ow = 0; ow < OW; ow++) {
+                    double acc = n->op == SI_OP_POOL_MAX ? -INFINITY : 0;
+                    int cnt = 0;
+                    for (int kh = 0; kh < n->kh; kh++)
+                        for (int kw = 0; kw < n->kw; kw++) {
+                            int ih = oh * n->sh - n->pad_t + kh, iw = ow * n->sw - n->pad_l + kw;
+                            if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                            float v = X[((size_t)c * H + ih) * W + iw];
+                            if (n->op == SI_OP_POOL_MAX) acc = v > acc ? v : acc;
+                            else acc += v;
+                            cnt++;
+                        }
+                    Y[((size_t)c * OH + oh) * OW + ow] =
+                        (float)(n->op == SI_OP_POOL_MAX ? acc : acc / cnt);
+                }
+        break;
+    case SI_OP_FLATTEN: memcpy(Y, X, si_value_numel(x) * sizeof(float)); break;
+    case SI_OP_DENSE:
+        for (int o = 0; o < OC; o++) {
+            double acc = n->b[o];
+            for (int i = 0; i < n->cin; i++) acc += X[i] * n->w[(size_t)o * n->cin + i];
+            Y[o] = (float)acc;
+        }
+        break;
+    default: break;
+    }
+    size_t ny = si_value_numel(y);
+    if (n->in2 >= 0)
+        for (size_t i = 0; i < ny; i++) Y[i] += vals[n->in2][i];
+    for (size_t i = 0; i < ny; i++) {
+        if (n->act == SI_ACT_RELU && Y[i] < 0) Y[i] = 0;
+        if (n->act == SI_ACT_CLIP) Y[i] = Y[i] < n->act_lo ? n->act_lo : Y[i] > n->act_hi ? n->act_hi : Y[i];
+    }
+}
+
+static void test_shapes_and_cuts(void **state) {
+    (void)state;
+    si_graph_t *g = tiny_graph();
+    si_err_t err = {{0}};
+    assert_int_equal(si_graph_finish(g, &err), 0);
+    assert_int_equal(g->values[2].dims[2], 5); /* (9 + 2 - 3) / 2 + 1 */
+    assert_int_equal(g->values[6].dims[2], 1);
+    assert_int_equal(g->values[8].dims[1], 5);
+    assert_int_equal(g->nodes[5].kh, 5); /* global pool resolved to the map */
+    /* v2 is live across nodes 2..4 (the residual): no cut at 3 and 4. */
+    int want[] = {0, 1, 2, 5, 6, 7, 8};
+    assert_int_equal(g->n_cuts, 7);
+    for (int i = 0; i < 7; i++) assert_int_equal(g->cuts[i], want[i]);
+    assert_int_equal(g->n_blocks, 0); /* one residual block is not a ResNet */
+    si_segment_t s;
+    assert_int_equal(si_graph_segment(g, "#2..#4", &s, &err), 0);
+    assert_int_equal(s.node_begin, 2);
+    assert_int_equal(s.node_end, 6);
+    assert_int_equal(s.in, 2);
+    assert_int_equal(s.out, 6);
+    assert_int_equal(si_graph_segment(g, "#4..#2", &s, &err), -1);
+    assert_non_null(strstr(err.msg, "backwards"));
+    assert_int_equal(si_graph_segment(g, "#9..#10", &s, &err), -1);
+    assert_non_null(strstr(err.msg, "no cut point"));
+    assert_int_equal(si_graph_segment(g, "layer1", &s, &err), -1);
+    assert_non_null(strstr(err.msg, "not ResNet-shaped"));
+    assert_int_equal(si_graph_segment(g, NULL, &s, &err), 0);
+    assert_int_equal(s.node_end, 8);
+    free_tiny(g);
+}
+
+static void test_bad_graphs(void **state) {
+    (void)state;
+    si_err_t err = {{0}};
+    si_graph_t *g = tiny_graph();
+    g->nodes[2].in = 5; /* reads a value computed later */
+    assert_int_equal(si_graph_finish(g, &err), -1);
+    assert_non_null(strstr(err.msg, "topological"));
+    free_tiny(g);
+    g = tiny_graph();
+    g->nodes[7].cin = 9; /* dense weights do not fit */
+    assert_int_equal(si_graph_finish(g, &err), -1);
+    assert_non_null(strstr(err.msg, "features"));
+    free_tiny(g);
+    g = tiny_graph();
+    g->nodes[0].kh = 20; /* kernel larger than the padded input */
+    assert_int_equal(si_graph_finish(g, &err), -1);
+    assert_non_null(strstr(err.msg, "does not fit"));
+    free_tiny(g);
+}
+
+/* Runs seg on the engine and compares with the naive reference. */
+static void check_engine(si_graph_t *g, const char *spec, int batch) {
+    si_err_t err = {{0}};
+    si_segment_t s;
+    assert_int_equal(si_graph_segment(g, spec, &s, &err), 0);
+    float **vals = calloc((size_t)g->n_values, sizeof *vals);
+    vals[s.in] = rand_array(si_value_numel(&g->values[s.in]), 1.0f);
+    for (int i = s.node_begin; i < s.node_end; i++) ref_node(g, &g->nodes[i], vals);
+    si_engine_t *e = si_engine_create(g, &s, batch, &err);
+    assert_non_null(e);
+    size_t nin = si_engine_in_numel(e), nout = si_engine_out_numel(e);
+    size_t in1 = nin / (size_t)batch, out1 = nout / (size_t)batch;
+    assert_int_equal(in1, si_value_numel(&g->values[s.in]));
+    float *in = malloc(nin * sizeof *in), *out = malloc(nout * sizeof *out);
+    for (int b = 0; b < batch; b++) memcpy(in + (size_t)b * in1, vals[s.in], in1 * sizeof *in);
+    assert_int_equal(si_engine_run(e, in, out, &err), 0);
+    assert_int_equal(si_engine_run(e, in, out, &err), 0); /* twice: buffers reused cleanly */
+    const float *ref = vals[s.out];
+    double mx = 0, md = 0;
+    for (int b = 0; b < batch; b++)
+        for (size_t i = 0; i < out1; i++) {
+            double d = fabs(out[(size_t)b * out1 + i] - ref[i]);
+            md = d > md ? d : md;
+            mx = fabs(ref[i]) > mx ? fabs(ref[i]) : mx;
+        }
+    assert_true(mx > 0.01); /* the reference is not trivially zero */
+    assert_true(md <= 1e-5 * (mx > 1 ? mx : 1));
+    si_engine_free(e);
+    free(in), free(out);
+    for (int v = 0; v < g->n_values; v++) free(vals[v]);
+    free(vals);
+}
+
+static void test_engine_matches_reference(void **state) {
+    (void)state;
+    si_graph_t *g = tiny_graph();
+    assert_int_equal(si_graph_finish(g, NULL), 0);
+    check_engine(g, NULL, 1);
+    check_engine(g, NULL, 3);
+    check_engine(g, "#2..#3", 1); /* the residual block alone */
+    check_engine(g, "#3..#6", 2); /* pool, flatten, dense */
+    free_tiny(g);
+}
+
+static void test_sfm_roundtrip(void **state) {
+    (void)state;
+    si_err_t err = {{0}};
+    si_graph_t *g = tiny_graph();
+    assert_int_equal(si_graph_finish(g, NULL), 0);
+    char full[] = "/tmp/si_test_XXXXXX", part[] = "/tmp/si_test_XXXXXX";
+    close(mkstemp(full)), close(mkstemp(part));
+    assert_int_equal(si_sfm_save(g, NULL, full, &err), 0);
+    si_segment_t s;
+    assert_int_equal(si_graph_segment(g, "#2..#3", &s, &err), 0);
+    assert_int_equal(si_sfm_save(g, &s, part, &err), 0);
+
+    si_graph_t *h = si_model_load(full, &err);
+    assert_non_null(h);
+    assert_int_equal(h->n_nodes, g->n_nodes);
+    assert_int_equal(h->n_cuts, g->n_cuts);
+    for (int i = 0; i < g->n_nodes; i++) {
+        const si_node_t *a = &g->nodes[i], *b = &h->nodes[i];
+        assert_int_equal(a->op, b->op);
+        assert_int_equal(a->in2, b->in2);
+        assert_int_equal(a->act, b->act);
+        assert_string_equal(a->name, b->name);
+        if (a->w) {
+            assert_memory_equal(a->w, b->w, (size_t)a->cout * a->cin * a->kh * a->kw * sizeof(float));
+            assert_int_equal((uintptr_t)b->w % 64, 0); /* aligned in the mapping */
+        }
+    }
+    si_graph_free(h);
+
+    /* A segment-only file: the segment runs, the rest is refused by name. */
+    h = si_model_load(part, &err);
+    assert_non_null(h);
+    assert_null(h->nodes[0].w);
+    assert_non_null(h->nodes[4].w);
+    si_segment_t hs;
+    assert_int_equal(si_graph_segment(h, "#2..#3", &hs, &err), 0);
+    si_engine_t *e = si_engine_create(h, &hs, 1, &err);
+    assert_non_null(e);
+    si_engine_free(e);
+    assert_int_equal(si_graph_segment(h, NULL, &hs, &err), 0);
+    assert_null(si_engine_create(h, &hs, 1, &err));
+    assert_non_null(strstr(err.msg, "not in this model file"));
+    si_graph_free(h);
+
+    /* Truncated and corrupted copies fail with a message. */
+    FILE *f = fopen(full, "rb");
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *buf = malloc((size_t)len);
+    assert_int_equal(fread(buf, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    long cuts[] = {0, 10, 63, 64, 200, len / 2, len - 1};
+    for (size_t k = 0; k < sizeof cuts / sizeof *cuts; k++) {
+        f = fopen(part, "wb");
+        fwrite(buf, 1, (size_t)cuts[k], f);
+        fclose(f);
+        err.msg[0] = 0;
+        assert_null(si_model_load(part, &err));
+        assert_true(strlen(err.msg) > 0);
+    }
+    for (int trial = 0; trial < 200; trial++) { /* random byte flips in the tables */
+        unsigned char *c = malloc((size_t)len);
+        memcpy(c, buf, (size_t)len);
+        for (int k = 0; k < 4; k++) c[8 + (unsigned)(frand() + 1) * 600 % 2000] ^= 0x5a;
+        f = fopen(part, "wb");
+        fwrite(c, 1, (size_t)len, f);
+        fclose(f);
+        si_graph_t *x = si_model_load(part, NULL); /* may load or not; must not crash */
+        if (x) {
+            si_segment_t xs;
+            si_engine_t *xe = si_graph_segment(x, NULL, &xs, NULL) == 0 ? si_engine_create(x, &xs, 1, NULL) : NULL;
+            si_engine_free(xe);
+        }
+        si_graph_free(x);
+        free(c);
+    }
+    free(buf);
+    unlink(full), unlink(part);
+    free_tiny(g);
+}
+
+static void test_onnx_garbage(void **state) {
+    (void)state;
+    si_err_t err = {{0}};
+    unsigned char junk[4096];
+    for (size_t i = 0; i < sizeof junk; i++) junk[i] = (unsigned char)(frand() * 128 + 128);
+    assert_null(si_onnx_parse(junk, sizeof junk, &err));
+    assert_true(strlen(err.msg) > 0);
+    assert_null(si_onnx_parse("", 0, &err));
+    assert_null(si_onnx_load("/nonexistent/model.onnx", &err));
+    assert_non_null(strstr(err.msg, "No such file"));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_shapes_and_cuts),
+        cmocka_unit_test(test_bad_graphs),
+        cmocka_unit_test(test_engine_matches_reference),
+        cmocka_unit_test(test_sfm_roundtrip),
+        cmocka_unit_test(test_onnx_garbage),
+    };
+    si_engine_set_threads(1);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
