@@ -30,21 +30,30 @@ ASAN_CMD_OBJ := $(CMD_SRC:%.c=build/asan/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=build/tests/%)
 ASAN_TEST_BIN := $(TEST_SRC:tests/%.c=build/asan/tests/%)
 
+# Build and test dependencies. The reference peers (PyTorch, PIL) are Debian's.
 DEB_PKGS := build-essential pkg-config libdnnl-dev libpng-dev libprotobuf-c-dev \
 	protobuf-c-compiler libonnx-dev libjansson-dev libcmocka-dev \
-	python3-torch python3-torchvision python3-numpy python3-pil nodejs npm time
+	python3-torch python3-torchvision python3-numpy python3-pil
+# Benchmarks also need Node.js for the ONNX Runtime peer (npm onnxruntime-node).
+BENCH_PKGS := nodejs npm
 
-.PHONY: all deps test test-unit bench-engine clean format
+.PHONY: all deps deps-bench demo test test-unit bench-engine clean format
 all: build/splitinfer
 
-# Installs the Debian packages the build, the tests and the benchmarks need,
-# only when one is missing (apt-get update is slow; skip it when possible).
-deps:
-	@missing=$$(for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+# Installs the Debian packages of a list, only those missing (apt-get update
+# is slow; skip it when nothing is missing).
+define apt_install
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:" $$missing; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
+endef
+
+deps:
+	$(call apt_install,$(DEB_PKGS))
+deps-bench: deps
+	$(call apt_install,$(BENCH_PKGS))
 
 $(GEN_SRC): $(ONNX_PROTO)
 	@mkdir -p build/gen
@@ -86,8 +95,15 @@ test: deps
 test-unit: $(TEST_BIN) $(ASAN_TEST_BIN)
 	tests/run.sh --unit
 
-bench-engine: deps build/splitinfer
+bench-engine: deps-bench
+	$(MAKE) build/splitinfer
 	bench/engine.sh
+
+# The main job: classify photos with ResNet50 (see README) and with the
+# trained MobileNetV2 of ../shared/models when it is there.
+demo: deps
+	$(MAKE) build/splitinfer
+	bench/demo.sh
 
 format:
 	clang-format -i lib/*.c lib/*.h cmd/*.c tests/*.c

@@ -74,19 +74,23 @@ int cli_parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
     return 0;
 }
 
-int cli_setup(const cli_opts_t *o, int batch, si_graph_t **g, si_segment_t *seg,
-              si_engine_t **e) {
+int cli_setup_timed(const cli_opts_t *o, int batch, si_graph_t **g, si_segment_t *seg,
+                    si_engine_t **e, double *load_ms, double *compile_ms) {
     si_err_t err = {{0}};
     *g = NULL;
     if (e) *e = NULL;
     if (!o->model) return cli_fail("no model: pass -m MODEL or set SPLITINFER_MODEL");
     si_engine_set_threads(o->threads);
+    double t0 = cli_now_ms();
     *g = si_model_load(o->model, &err);
     if (!*g) return cli_fail("%s", err.msg);
     if (si_graph_segment(*g, o->segment, seg, &err) < 0) return cli_fail("%s", err.msg);
+    double t1 = cli_now_ms();
+    if (load_ms) *load_ms = t1 - t0;
     if (!e) return 0;
     *e = si_engine_create(*g, seg, batch, &err);
     if (!*e) return cli_fail("%s", err.msg);
+    if (compile_ms) *compile_ms = cli_now_ms() - t1;
     return 0;
 }
 

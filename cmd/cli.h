@@ -34,9 +34,11 @@ int cli_parse(int argc, char **argv, const char *allowed, cli_opts_t *o);
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Loads opts->model, resolves opts->segment, sets threads and compiles an
- * engine for batch. On failure prints and returns 1. */
-int cli_setup(const cli_opts_t *o, int batch, si_graph_t **g, si_segment_t *seg,
-              si_engine_t **e);
+ * engine for batch (skipped when e is NULL). On failure prints and returns 1.
+ * Load and compile times (ms) go to *load_ms / *compile_ms when not NULL. */
+int cli_setup_timed(const cli_opts_t *o, int batch, si_graph_t **g, si_segment_t *seg,
+                    si_engine_t **e, double *load_ms, double *compile_ms);
+#define cli_setup(o, batch, g, seg, e) cli_setup_timed(o, batch, g, seg, e, NULL, NULL)
 
 /* Reads a whole file into a malloc'd buffer. */
 int cli_read_file(const char *path, void **buf, size_t *len);

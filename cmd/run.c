@@ -133,7 +133,8 @@ int si_cmd_bench(int argc, char **argv) {
     si_graph_t *g;
     si_segment_t seg;
     si_engine_t *e;
-    int rc = cli_setup(&o, o.batch, &g, &seg, &e);
+    double load_ms = 0, compile_ms = 0, first_ms = 0;
+    int rc = cli_setup_timed(&o, o.batch, &g, &seg, &e, &load_ms, &compile_ms);
     float *in = NULL, *out = NULL;
     double *ms = calloc((size_t)o.n, sizeof *ms);
     if (!rc) {
@@ -150,14 +151,16 @@ int si_cmd_bench(int argc, char **argv) {
     for (int i = 0; !rc && i < o.warmup + o.n; i++) {
         double t0 = cli_now_ms();
         if (si_engine_run(e, in, out, &err) < 0) rc = cli_fail("%s", err.msg);
+        if (i == 0) first_ms = cli_now_ms() - t0;
         if (i >= o.warmup) ms[i - o.warmup] = cli_now_ms() - t0;
     }
     if (!rc) {
         qsort(ms, (size_t)o.n, sizeof *ms, cmp_double);
         double med = ms[o.n / 2], p90 = ms[(int)((o.n - 1) * 0.9 + 0.5)];
         printf("bench model=%s threads=%d batch=%d n=%d min_ms=%.3f median_ms=%.3f p90_ms=%.3f "
-               "images_per_s=%.2f\n",
-               o.model, si_engine_threads(), o.batch, o.n, ms[0], med, p90, o.batch * 1000.0 / med);
+               "images_per_s=%.2f load_ms=%.1f compile_ms=%.1f first_ms=%.1f\n",
+               o.model, si_engine_threads(), o.batch, o.n, ms[0], med, p90, o.batch * 1000.0 / med,
+               load_ms, compile_ms, first_ms);
     }
     free(in), free(out), free(ms), free(o.args);
     si_engine_free(e);
