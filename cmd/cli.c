@@ -30,7 +30,18 @@ static int int_arg(const char *flag, const char *v, int lo, int hi, int *out) {
     return 0;
 }
 
+static int parse(int argc, char **argv, const char *allowed, cli_opts_t *o);
+
 int cli_parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
+    int rc = parse(argc, argv, allowed, o);
+    if (rc) { /* callers return at once on failure: nothing of o survives */
+        free(o->args);
+        o->args = NULL;
+    }
+    return rc;
+}
+
+static int parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
     memset(o, 0, sizeof *o);
     o->model = getenv("SPLITINFER_MODEL");
     o->topk = 5, o->n = 20, o->batch = 1, o->warmup = 3;

@@ -21,6 +21,14 @@ static void topk(const float *x, int n, int k, int *idx) {
     }
 }
 
+/* A model damaged in its weights can load and still compute: refuse to
+ * present NaN/Inf as an answer. */
+static int all_finite(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
 static void print_top(const char *file, const float *logits, int n, int k, int json) {
     float mx = logits[0];
     for (int i = 1; i < n; i++) mx = logits[i] > mx ? logits[i] : mx;
@@ -81,6 +89,10 @@ int si_cmd_classify(int argc, char **argv) {
                     cli_fail("%s", err.msg);
             break;
         }
+        if (!all_finite(out, (size_t)classes)) {
+            rc = cli_fail("%s: the model computed non-finite scores (damaged weights?)", o.model);
+            break;
+        }
         print_top(o.args[i], out, classes, o.topk, o.json);
     }
     free(in), free(out), free(o.args);
@@ -110,6 +122,9 @@ int si_cmd_infer(int argc, char **argv) {
     if (!rc && !(out = malloc(si_engine_out_numel(e) * sizeof *out))) rc = cli_fail("out of memory");
     si_err_t err = {{0}};
     if (!rc && si_engine_run(e, in, out, &err) < 0) rc = cli_fail("%s", err.msg);
+    if (!rc && !all_finite(out, si_engine_out_numel(e)))
+        rc = cli_fail("%s: the segment computed non-finite values (damaged weights or input?)",
+                      o.model);
     if (!rc) {
         FILE *f = fopen(o.output, "wb");
         size_t n = si_engine_out_numel(e);

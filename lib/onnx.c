@@ -68,16 +68,20 @@ static size_t tensor_numel(const Onnx__TensorProto *t) {
     return n;
 }
 
-/* Copies a float tensor's data into dst (n floats); raw_data may be unaligned. */
+/* Copies a float tensor's data into dst (n floats); raw_data may be unaligned.
+ * Fails on NaN or infinity: a trained model has none, and a file damaged in
+ * its weights would otherwise load and answer nonsense. */
 static int tensor_floats(const Onnx__TensorProto *t, float *dst, size_t n) {
     if (t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) return -1;
     if (t->has_raw_data) {
         if (t->raw_data.len != n * sizeof(float)) return -1;
         memcpy(dst, t->raw_data.data, n * sizeof(float)); /* little-endian host */
-        return 0;
+    } else {
+        if (t->n_float_data != n) return -1;
+        memcpy(dst, t->float_data, n * sizeof(float));
     }
-    if (t->n_float_data != n) return -1;
-    memcpy(dst, t->float_data, n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(dst[i])) return -1;
     return 0;
 }
 
@@ -275,13 +279,13 @@ static int op_conv(importer_t *im, const Onnx__NodeProto *n) {
     float *wd = arena_take(im, nw), *bd = arena_take(im, (size_t)nd.cout);
     if (!wd || !bd) return si_err_set(im->err, "weights larger than the model file claims");
     if (tensor_floats(w, wd, nw) < 0)
-        return si_err_set(im->err, "node %s: weights are not float32 of the stated size",
+        return si_err_set(im->err, "node %s: weights are not finite float32 of the stated size",
                           node_name(n));
     memset(bd, 0, (size_t)nd.cout * sizeof *bd);
     if (n->n_input > 2 && n->input[2][0]) {
         const Onnx__TensorProto *b = in_const(im, n, 2);
         if (!b || tensor_numel(b) != (size_t)nd.cout || tensor_floats(b, bd, (size_t)nd.cout) < 0)
-            return si_err_set(im->err, "node %s: bias is not float32[%d]", node_name(n), nd.cout);
+            return si_err_set(im->err, "node %s: bias is not finite float32[%d]", node_name(n), nd.cout);
     }
     nd.w = wd, nd.b = bd;
     return emit(im, n, &nd, 4);
@@ -305,7 +309,7 @@ static int op_batchnorm(importer_t *im, const Onnx__NodeProto *n) {
         t[i] = in_const(im, n, (size_t)i + 1);
         if (!t[i]) return -1;
         if (tensor_numel(t[i]) != (size_t)c->cout)
-            return si_err_set(im->err, "node %s: parameter %d is not float32[%d]", node_name(n),
+            return si_err_set(im->err, "node %s: parameter %d is not finite float32[%d]", node_name(n),
                               i + 1, c->cout);
     }
     float *tmp = malloc(4 * (size_t)c->cout * sizeof *tmp);
@@ -314,7 +318,7 @@ static int op_batchnorm(importer_t *im, const Onnx__NodeProto *n) {
         p[i] = tmp + (size_t)i * (size_t)c->cout;
         if (tensor_floats(t[i], p[i], (size_t)c->cout) < 0) {
             free(tmp);
-            return si_err_set(im->err, "node %s: parameter %d is not float32", node_name(n), i + 1);
+            return si_err_set(im->err, "node %s: parameter %d is not finite float32", node_name(n), i + 1);
         }
     }
     double eps = attr_float(n, "epsilon", 1e-5f);
@@ -406,7 +410,7 @@ static int op_add(importer_t *im, const Onnx__NodeProto *n) {
         float *bias = malloc((size_t)d->cout * sizeof *bias);
         if (!bias || tensor_floats(t, bias, (size_t)d->cout) < 0) {
             free(bias);
-            return si_err_set(im->err, "node %s: bias is not float32", node_name(n));
+            return si_err_set(im->err, "node %s: bias is not finite float32", node_name(n));
         }
         float *b = (float *)d->b;
         for (int i = 0; i < d->cout; i++) b[i] += bias[i];
@@ -479,7 +483,7 @@ static int op_dense(importer_t *im, const Onnx__NodeProto *n) {
     }
     if (tensor_floats(w, raw, nw) < 0) {
         free(raw);
-        return si_err_set(im->err, "node %s: weights are not float32", node_name(n));
+        return si_err_set(im->err, "node %s: weights are not finite float32", node_name(n));
     }
     for (int o = 0; o < nd.cout; o++) /* to [cout, cin], the layout oneDNN's "oi" names */
         for (int i = 0; i < nd.cin; i++)
@@ -491,7 +495,7 @@ static int op_dense(importer_t *im, const Onnx__NodeProto *n) {
     if (gemm && n->n_input > 2 && n->input[2][0]) {
         const Onnx__TensorProto *b = in_const(im, n, 2);
         if (!b || tensor_numel(b) != (size_t)nd.cout || tensor_floats(b, bd, (size_t)nd.cout) < 0)
-            return si_err_set(im->err, "node %s: bias is not float32[%d]", node_name(n), nd.cout);
+            return si_err_set(im->err, "node %s: bias is not finite float32[%d]", node_name(n), nd.cout);
         for (int o = 0; o < nd.cout; o++) bd[o] *= beta;
     }
     nd.w = wd, nd.b = bd;
