@@ -14,18 +14,22 @@ OPT     ?= -O2 -g
 DEFS    := -DH2O_USE_LIBUV=0
 INCS    := -Ilib -Ibuild/gen
 CFLAGS  := $(CSTD) $(WARN) $(OPT) $(DEFS) $(INCS) -fopenmp
-LDLIBS  := -ldnnl -lpng16 -lprotobuf-c -ljansson -lm -fopenmp
+LDLIBS  := -ldnnl -lpng16 -lprotobuf-c -ljansson -lh2o-evloop -lssl -lcrypto -lcurl -lz \
+	-lpthread -lm -fopenmp
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 ONNX_PROTO := /usr/include/onnx/onnx.proto
-GEN_SRC := build/gen/onnx.pb-c.c
+# Our own messages (proto/*.proto) are generated next to onnx's.
+PROTOS := $(sort $(wildcard proto/*.proto))
+GEN_SRC := build/gen/onnx.pb-c.c $(PROTOS:proto/%.proto=build/gen/%.pb-c.c)
+GEN_OBJ := $(GEN_SRC:build/gen/%.c=gen/%.o)
 LIB_SRC := $(sort $(wildcard lib/*.c))
 CMD_SRC := $(sort $(wildcard cmd/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 
-LIB_OBJ := $(LIB_SRC:%.c=build/obj/%.o) build/obj/gen/onnx.pb-c.o
+LIB_OBJ := $(LIB_SRC:%.c=build/obj/%.o) $(GEN_OBJ:%=build/obj/%)
 CMD_OBJ := $(CMD_SRC:%.c=build/obj/%.o)
-ASAN_LIB_OBJ := $(LIB_SRC:%.c=build/asan/%.o) build/asan/gen/onnx.pb-c.o
+ASAN_LIB_OBJ := $(LIB_SRC:%.c=build/asan/%.o) $(GEN_OBJ:%=build/asan/%)
 ASAN_CMD_OBJ := $(CMD_SRC:%.c=build/asan/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=build/tests/%)
 ASAN_TEST_BIN := $(TEST_SRC:tests/%.c=build/asan/tests/%)
@@ -33,6 +37,7 @@ ASAN_TEST_BIN := $(TEST_SRC:tests/%.c=build/asan/tests/%)
 # Build and test dependencies. The reference peers (PyTorch, PIL) are Debian's.
 DEB_PKGS := build-essential pkg-config libdnnl-dev libpng-dev libprotobuf-c-dev \
 	protobuf-c-compiler libonnx-dev libjansson-dev libcmocka-dev \
+	libh2o-evloop-dev libssl-dev libcurl4-openssl-dev zlib1g-dev curl \
 	python3-torch python3-torchvision python3-numpy python3-pil
 # Benchmarks also need Node.js for the ONNX Runtime peer (npm onnxruntime-node).
 BENCH_PKGS := nodejs npm
@@ -55,10 +60,13 @@ deps:
 deps-bench: deps
 	$(call apt_install,$(BENCH_PKGS))
 
-$(GEN_SRC): $(ONNX_PROTO)
+build/gen/onnx.pb-c.c: $(ONNX_PROTO)
 	@mkdir -p build/gen
 	cp $(ONNX_PROTO) build/gen/onnx.proto
 	cd build/gen && protoc-c --c_out=. onnx.proto
+build/gen/%.pb-c.c: proto/%.proto
+	@mkdir -p build/gen
+	protoc-c --proto_path=proto --c_out=build/gen $<
 
 build/obj/gen/%.o: build/gen/%.c
 	@mkdir -p $(dir $@)
