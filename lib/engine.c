@@ -64,11 +64,14 @@ struct si_engine {
     void *scratch;
     dnnl_memory_t scratch_mem; /* shared by every primitive (user scratchpad mode) */
 
+    int *row_begin, *row_end; /* value id -> rows held (a band, or all of them) */
     int *val_mem;  /* value id -> index into mems of its memory (-1 if none) */
     int *val_conv; /* value id -> index of a cached reorder of it, or -1 */
     int *last_use; /* value id -> last node reading it; seg end for the output */
 
     int user_in, user_out; /* indices into mems; handles set per run */
+    int tmp[4], n_tmp;     /* crops made for the node being compiled */
+    int in_views[4], n_in_views; /* crop views of the caller's input, set per run */
     int in_ndim, out_ndim;
     int in_dims[4], out_dims[4];
     si_err_t *err;         /* compile-time only */
@@ -101,22 +104,25 @@ void si_engine_set_threads(int n) {
 
 int si_engine_threads(void) { return omp_get_max_threads(); }
 
-/* Plain md of a value with the batch applied. */
-static void plain_md(const si_engine_t *e, int v, dnnl_memory_desc_t *md) {
+/* md of rows [ra, rb) of value v, batch applied, in layout tag. */
+static void rows_md(const si_engine_t *e, int v, int ra, int rb, dnnl_format_tag_t tag,
+                    dnnl_memory_desc_t *md) {
     const si_value_t *val = &e->g->values[v];
     dnnl_dims_t d = {0};
     for (int i = 0; i < val->ndim; i++) d[i] = val->dims[i];
     d[0] = e->batch;
-    dnnl_memory_desc_init_by_tag(md, val->ndim, d, dnnl_f32,
-                                 val->ndim == 4 ? dnnl_nchw : dnnl_nc);
+    if (val->ndim == 4) d[2] = rb - ra;
+    if (tag == dnnl_nchw && val->ndim == 2) tag = dnnl_nc;
+    dnnl_memory_desc_init_by_tag(md, val->ndim, d, dnnl_f32, tag);
+}
+
+/* Plain / any-layout md of a value as the engine holds it (its band). */
+static void plain_md(const si_engine_t *e, int v, dnnl_memory_desc_t *md) {
+    rows_md(e, v, e->row_begin[v], e->row_end[v], dnnl_nchw, md);
 }
 
 static void any_md(const si_engine_t *e, int v, dnnl_memory_desc_t *md) {
-    const si_value_t *val = &e->g->values[v];
-    dnnl_dims_t d = {0};
-    for (int i = 0; i < val->ndim; i++) d[i] = val->dims[i];
-    d[0] = e->batch;
-    dnnl_memory_desc_init_by_tag(md, val->ndim, d, dnnl_f32, dnnl_format_tag_any);
+    rows_md(e, v, e->row_begin[v], e->row_end[v], dnnl_format_tag_any, md);
 }
 
 /* Takes a pool buffer of at least size bytes: the free one nearest in size. */
@@ -226,6 +232,33 @@ static int value_as(si_engine_t *e, int v, const dnnl_memory_desc_t *md) {
     return ci;
 }
 
+/* The memory holding rows [ra, rb) of value v in layout md (md's height is
+ * rb - ra). Rows the value holds beyond those (a hull over several readers)
+ * are cropped off by a reorder from a sub-memory view into a buffer released
+ * after the current node: in ResNet only shortcuts need this, at band edges. */
+static int value_rows_as(si_engine_t *e, int v, int ra, int rb, const dnnl_memory_desc_t *md) {
+    if (ra == e->row_begin[v] && rb == e->row_end[v]) return value_as(e, v, md);
+    int mi = e->val_mem[v];
+    const dnnl_memory_desc_t *full = mem_md(e, mi);
+    dnnl_memory_desc_t sub;
+    dnnl_dims_t d, off = {0, 0, ra - e->row_begin[v], 0};
+    for (int i = 0; i < 4; i++) d[i] = full->dims[i];
+    d[2] = rb - ra;
+    dnnl_status_t s = dnnl_memory_desc_init_submemory(&sub, full, d, off);
+    if (s != dnnl_success) return fail(e, "describe a crop of rows", NULL, s);
+    int view = mem_new(e, &sub, e->mems[mi].buf, NULL);
+    if (view < 0) return -1;
+    e->mems[view].owns = 0;
+    if (mi == e->user_in) { /* a view of the caller's input: its handle is set per run */
+        if (e->n_in_views == (int)(sizeof e->in_views / sizeof *e->in_views))
+            return si_err_set(e->err, "segment input read at too many different bands");
+        e->in_views[e->n_in_views++] = view;
+    }
+    int crop = reorder_to(e, view, md, -2);
+    if (crop >= 0) e->tmp[e->n_tmp++] = crop;
+    return crop;
+}
+
 /* Weights for a primitive: the node's own floats when the primitive takes the
  * plain layout, else a copy reordered once now. */
 static int weights_mem(si_engine_t *e, const si_node_t *n, const dnnl_memory_desc_t *want) {
@@ -302,8 +335,11 @@ static int make_pd(si_engine_t *e, dnnl_primitive_desc_t *pd, const void *op_des
     return 0;
 }
 
-/* Gives back the buffers of values whose last reader is node i. */
+/* Gives back the buffers of values whose last reader is node i, and of the
+ * node's crops. */
 static void release_dead(si_engine_t *e, const si_node_t *n, int i) {
+    for (int k = 0; k < e->n_tmp; k++) e->bufs[e->mems[e->tmp[k]].buf].in_use = 0;
+    e->n_tmp = 0;
     int vs[2] = {n->in, n->in2};
     for (int k = 0; k < 2; k++) {
         int v = vs[k];
@@ -321,14 +357,18 @@ static int dst_mem(si_engine_t *e, const si_node_t *n, int i, dnnl_primitive_des
     int mi;
     if (n->op == SI_OP_CONV && n->in2 >= 0) {
         int r = e->val_mem[n->in2];
+        int same_rows = e->row_begin[n->in2] == e->row_begin[n->out] &&
+                        e->row_end[n->in2] == e->row_end[n->out];
         /* In place: the conv accumulates onto the residual. Allowed when the
-         * residual is a pool buffer in the same layout read by nobody after. */
-        if (e->last_use[n->in2] == i && e->mems[r].owns &&
+         * residual is a pool buffer holding the same rows in the same layout,
+         * read by nobody after. */
+        if (same_rows && e->last_use[n->in2] == i && e->mems[r].owns &&
             dnnl_memory_desc_equal(mem_md(e, r), md)) {
             mi = mem_new(e, md, e->mems[r].buf, NULL);
             if (mi >= 0) e->mems[r].owns = 0; /* the buffer now belongs to the output */
         } else {
-            mi = reorder_to(e, value_as(e, n->in2, mem_md(e, r)), md, -2);
+            int src = value_rows_as(e, n->in2, e->row_begin[n->out], e->row_end[n->out], md);
+            mi = src < 0 ? -1 : reorder_to(e, src, md, -2);
         }
     } else {
         int b = buf_take(e, dnnl_memory_desc_get_size(md));
@@ -338,9 +378,22 @@ static int dst_mem(si_engine_t *e, const si_node_t *n, int i, dnnl_primitive_des
     return mi;
 }
 
+/* Input rows [*ia, *ib) a windowed node (conv, pool) reads for its output
+ * band, and the top/bottom padding that makes the output exactly that band:
+ * the true padding at the image border, zero (halo rows instead) inside. */
+static void band_pads(const si_engine_t *e, const si_node_t *n, int *ia, int *ib, int *pt,
+                      int *pb) {
+    int oa = e->row_begin[n->out], ob = e->row_end[n->out];
+    si_node_in_rows(e->g, n, oa, ob, ia, ib);
+    *pt = n->pad_t - (oa * n->sh - *ia);
+    *pb = (ob - oa - 1) * n->sh + n->dh * (n->kh - 1) + 1 - (*ib - *ia) - *pt;
+}
+
 static int compile_conv(si_engine_t *e, const si_node_t *n, int i) {
     dnnl_memory_desc_t src, w, b, dst;
-    any_md(e, n->in, &src);
+    int ia, ib, pt, pb;
+    band_pads(e, n, &ia, &ib, &pt, &pb);
+    rows_md(e, n->in, ia, ib, dnnl_format_tag_any, &src);
     any_md(e, n->out, &dst);
     dnnl_dims_t wd;
     if (n->group > 1) {
@@ -353,7 +406,7 @@ static int compile_conv(si_engine_t *e, const si_node_t *n, int i) {
     dnnl_dims_t bd = {n->cout};
     dnnl_memory_desc_init_by_tag(&b, 1, bd, dnnl_f32, dnnl_x);
     dnnl_dims_t st = {n->sh, n->sw}, dl = {n->dh - 1, n->dw - 1};
-    dnnl_dims_t pl = {n->pad_t, n->pad_l}, pr = {n->pad_b, n->pad_r};
+    dnnl_dims_t pl = {pt, n->pad_l}, pr = {pb, n->pad_r};
     dnnl_convolution_desc_t cd;
     TRY(e, dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference,
                                                       dnnl_convolution_direct, &src, &w, &b, &dst,
@@ -361,7 +414,7 @@ static int compile_conv(si_engine_t *e, const si_node_t *n, int i) {
         "describe the convolution", n);
     dnnl_primitive_desc_t pd;
     if (make_pd(e, &pd, &cd, attr_for(n, n->in2 >= 0), n) < 0) return -1;
-    int s_m = value_as(e, n->in, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0));
+    int s_m = value_rows_as(e, n->in, ia, ib, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0));
     int w_m = s_m < 0 ? -1 : weights_mem(e, n, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0));
     int b_m = w_m < 0 ? -1 : bias_mem(e, n, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1));
     int d_m = b_m < 0 ? -1 : dst_mem(e, n, i, pd);
@@ -406,12 +459,20 @@ static int compile_dense(si_engine_t *e, const si_node_t *n, int i) {
 static int compile_pool(si_engine_t *e, const si_node_t *n, int i) {
     dnnl_memory_desc_t dst;
     any_md(e, n->out, &dst);
+    int ia, ib, pt, pb;
+    band_pads(e, n, &ia, &ib, &pt, &pb);
     int s_m = e->val_mem[n->in];
+    if (ia != e->row_begin[n->in] || ib != e->row_end[n->in]) {
+        dnnl_memory_desc_t plain;
+        rows_md(e, n->in, ia, ib, dnnl_nchw, &plain);
+        s_m = value_rows_as(e, n->in, ia, ib, &plain);
+        if (s_m < 0) return -1;
+    }
     dnnl_alg_kind_t alg = n->op == SI_OP_POOL_MAX ? dnnl_pooling_max
                           : n->count_include_pad ? dnnl_pooling_avg_include_padding
                                                  : dnnl_pooling_avg_exclude_padding;
     dnnl_dims_t st = {n->sh, n->sw}, k = {n->kh, n->kw}, dl = {n->dh - 1, n->dw - 1};
-    dnnl_dims_t pl = {n->pad_t, n->pad_l}, pr = {n->pad_b, n->pad_r};
+    dnnl_dims_t pl = {pt, n->pad_l}, pr = {pb, n->pad_r};
     dnnl_pooling_v2_desc_t pdsc;
     TRY(e, dnnl_pooling_v2_forward_desc_init(&pdsc, dnnl_forward_inference, alg, mem_md(e, s_m),
                                              &dst, st, k, dl, pl, pr),
@@ -427,8 +488,19 @@ static int compile_pool(si_engine_t *e, const si_node_t *n, int i) {
     return prim_add(e, pd, args, 2, n);
 }
 
+/* The memory of value v cropped to node n's output rows (readers that work
+ * row for row: activation, add), in v's own layout. */
+static int same_rows(si_engine_t *e, int v, const si_node_t *n) {
+    int mi = e->val_mem[v];
+    if (e->row_begin[v] == e->row_begin[n->out] && e->row_end[v] == e->row_end[n->out]) return mi;
+    dnnl_memory_desc_t plain;
+    rows_md(e, v, e->row_begin[n->out], e->row_end[n->out], dnnl_nchw, &plain);
+    return value_rows_as(e, v, e->row_begin[n->out], e->row_end[n->out], &plain);
+}
+
 static int compile_eltwise(si_engine_t *e, const si_node_t *n, int i) {
-    int s_m = e->val_mem[n->in];
+    int s_m = same_rows(e, n->in, n);
+    if (s_m < 0) return -1;
     dnnl_alg_kind_t alg = n->act == SI_ACT_CLIP ? dnnl_eltwise_clip : dnnl_eltwise_relu;
     float lo = n->act == SI_ACT_CLIP ? n->act_lo : 0, hi = n->act == SI_ACT_CLIP ? n->act_hi : 0;
     dnnl_eltwise_desc_t ed;
@@ -446,8 +518,12 @@ static int compile_eltwise(si_engine_t *e, const si_node_t *n, int i) {
 }
 
 static int compile_add(si_engine_t *e, const si_node_t *n, int i) {
-    int a = e->val_mem[n->in];
-    int b = value_as(e, n->in2, mem_md(e, a)); /* same layout: the fast binary kernel */
+    int a = same_rows(e, n->in, n);
+    int b = a < 0 ? -1 : same_rows(e, n->in2, n);
+    if (b >= 0 && !dnnl_memory_desc_equal(mem_md(e, a), mem_md(e, b))) {
+        b = reorder_to(e, b, mem_md(e, a), -2); /* same layout: the fast binary kernel */
+        if (b >= 0) e->tmp[e->n_tmp++] = b;
+    }
     if (b < 0) return -1;
     dnnl_memory_desc_t dst;
     any_md(e, n->out, &dst);
@@ -536,6 +612,11 @@ static int bind_buffers(si_engine_t *e) {
 
 si_engine_t *si_engine_create(const si_graph_t *g, const si_segment_t *seg, int batch,
                               si_err_t *err) {
+    return si_engine_create_band(g, seg, NULL, batch, err);
+}
+
+si_engine_t *si_engine_create_band(const si_graph_t *g, const si_segment_t *seg,
+                                   const si_band_t *band, int batch, si_err_t *err) {
     if (batch < 1 || batch > 4096) {
         si_err_set(err, "batch must be in 1..4096");
         return NULL;
@@ -549,11 +630,18 @@ si_engine_t *si_engine_create(const si_graph_t *g, const si_segment_t *seg, int 
     e->val_mem = malloc((size_t)g->n_values * sizeof(int));
     e->val_conv = malloc((size_t)g->n_values * sizeof(int));
     e->last_use = malloc((size_t)g->n_values * sizeof(int));
-    if (!e->val_mem || !e->val_conv || !e->last_use) {
+    e->row_begin = malloc((size_t)g->n_values * sizeof(int));
+    e->row_end = malloc((size_t)g->n_values * sizeof(int));
+    if (!e->val_mem || !e->val_conv || !e->last_use || !e->row_begin || !e->row_end) {
         si_err_set(err, "out of memory");
         goto fail;
     }
-    for (int v = 0; v < g->n_values; v++) e->val_mem[v] = e->val_conv[v] = e->last_use[v] = -1;
+    for (int v = 0; v < g->n_values; v++) {
+        e->val_mem[v] = e->val_conv[v] = e->last_use[v] = -1;
+        const si_value_t *val = &g->values[v];
+        e->row_begin[v] = band ? band->row_begin[v] : 0;
+        e->row_end[v] = band ? band->row_end[v] : val->ndim == 4 ? val->dims[2] : 1;
+    }
     for (int i = seg->node_begin; i < seg->node_end; i++) {
         e->last_use[g->nodes[i].in] = i;
         if (g->nodes[i].in2 >= 0) e->last_use[g->nodes[i].in2] = i;
@@ -573,6 +661,7 @@ si_engine_t *si_engine_create(const si_graph_t *g, const si_segment_t *seg, int 
     e->in_ndim = g->values[seg->in].ndim;
     memcpy(e->in_dims, g->values[seg->in].dims, sizeof e->in_dims);
     e->in_dims[0] = batch;
+    if (e->in_ndim == 4) e->in_dims[2] = e->row_end[seg->in] - e->row_begin[seg->in];
     for (int i = seg->node_begin; i < seg->node_end; i++)
         if (compile_node(e, i) < 0) goto fail;
     plain_md(e, seg->out, &md);
@@ -593,6 +682,7 @@ si_engine_t *si_engine_create(const si_graph_t *g, const si_segment_t *seg, int 
     e->out_ndim = g->values[seg->out].ndim;
     memcpy(e->out_dims, g->values[seg->out].dims, sizeof e->out_dims);
     e->out_dims[0] = batch;
+    if (e->out_ndim == 4) e->out_dims[2] = e->row_end[seg->out] - e->row_begin[seg->out];
     if (bind_buffers(e) < 0) goto fail;
     e->err = NULL;
     return e;
@@ -612,7 +702,7 @@ void si_engine_free(si_engine_t *e) {
     if (e->stream) dnnl_stream_destroy(e->stream);
     if (e->eng) dnnl_engine_destroy(e->eng);
     free(e->steps), free(e->mems), free(e->bufs), free(e->owned);
-    free(e->val_mem), free(e->val_conv), free(e->last_use);
+    free(e->val_mem), free(e->val_conv), free(e->last_use), free(e->row_begin), free(e->row_end);
     free(e);
 }
 
@@ -643,6 +733,7 @@ size_t si_engine_bytes(const si_engine_t *e) {
 
 int si_engine_run(si_engine_t *e, const float *in, float *out, si_err_t *err) {
     dnnl_memory_set_data_handle(e->mems[e->user_in].m, (void *)in); /* only read */
+    for (int i = 0; i < e->n_in_views; i++) dnnl_memory_set_data_handle(e->mems[e->in_views[i]].m, (void *)in);
     dnnl_memory_set_data_handle(e->mems[e->user_out].m, out);
     for (int i = 0; i < e->n_steps; i++) {
         step_t *st = &e->steps[i];

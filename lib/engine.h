@@ -39,10 +39,16 @@ int si_engine_threads(void);
 si_engine_t *si_engine_create(const si_graph_t *g, const si_segment_t *seg, int batch,
                               si_err_t *err);
 
+/* Compiles the segment for one band of rows (graph.h, si_graph_band): the
+ * input is the band's input rows, the output its output rows. band may be
+ * NULL (the whole tensor); it is only read during the call. */
+si_engine_t *si_engine_create_band(const si_graph_t *g, const si_segment_t *seg,
+                                   const si_band_t *band, int batch, si_err_t *err);
+
 void si_engine_free(si_engine_t *e);
 
-/* Shape of the segment input / output including the batch: ndim is 2 or 4,
- * dims[0] is the batch. Returns ndim. */
+/* Shape of the segment input / output including the batch (and the band's
+ * rows as the height): ndim is 2 or 4, dims[0] is the batch. Returns ndim. */
 int si_engine_in_dims(const si_engine_t *e, int dims[4]);
 int si_engine_out_dims(const si_engine_t *e, int dims[4]);
 

@@ -358,3 +358,67 @@ uint64_t si_node_params(const si_node_t *n) {
     default: return 0;
     }
 }
+
+void si_node_in_rows(const si_graph_t *g, const si_node_t *n, int oa, int ob, int *ia, int *ib) {
+    const si_value_t *x = &g->values[n->in];
+    if (x->ndim != 4 || g->values[n->out].ndim != 4) {
+        *ia = 0, *ib = x->ndim == 4 ? x->dims[2] : 1;
+        return;
+    }
+    int a = oa, b = ob;
+    if (n->op == SI_OP_CONV || n->op == SI_OP_POOL_MAX || n->op == SI_OP_POOL_AVG) {
+        a = oa * n->sh - n->pad_t;
+        b = (ob - 1) * n->sh - n->pad_t + n->dh * (n->kh - 1) + 1;
+    }
+    *ia = a < 0 ? 0 : a;
+    *ib = b > x->dims[2] ? x->dims[2] : b;
+}
+
+void si_rows_split(int h, int K, int k, int *begin, int *end) {
+    int base = h / K, extra = h % K;
+    *begin = k * base + (k < extra ? k : extra);
+    *end = *begin + base + (k < extra);
+}
+
+void si_band_free(si_band_t *band) {
+    free(band->row_begin), free(band->row_end);
+    band->row_begin = band->row_end = NULL;
+}
+
+int si_graph_band(const si_graph_t *g, const si_segment_t *seg, int out_begin, int out_end,
+                  si_band_t *band, si_err_t *err) {
+    memset(band, 0, sizeof *band);
+    const si_value_t *y = &g->values[seg->out];
+    int h = y->ndim == 4 ? y->dims[2] : 1;
+    if (out_begin < 0 || out_end > h || out_begin >= out_end)
+        return si_err_set(err, "output rows [%d, %d) are not inside the %d rows of the output%s",
+                          out_begin, out_end, h,
+                          y->ndim == 4 ? "" : " (a flat output cannot be cut into bands)");
+    band->row_begin = malloc((size_t)g->n_values * sizeof(int));
+    band->row_end = malloc((size_t)g->n_values * sizeof(int));
+    if (!band->row_begin || !band->row_end) {
+        si_band_free(band);
+        return si_err_set(err, "out of memory");
+    }
+    for (int v = 0; v < g->n_values; v++) band->row_begin[v] = 1 << 30, band->row_end[v] = -1;
+    band->row_begin[seg->out] = out_begin, band->row_end[seg->out] = out_end;
+    /* Backwards over the segment: a value's rows are the hull of what its
+     * readers need. Nodes are in topological order, so every reader of a
+     * value comes after its producer. */
+    for (int i = seg->node_end - 1; i >= seg->node_begin; i--) {
+        const si_node_t *n = &g->nodes[i];
+        int oa = band->row_begin[n->out], ob = band->row_end[n->out];
+        if (ob < 0) continue; /* not needed for this band */
+        int ia, ib; /* a 2-D output has one "row": a flatten then needs all input rows */
+        si_node_in_rows(g, n, oa, ob, &ia, &ib);
+        int vs[2] = {n->in, n->in2}, as[2] = {ia, oa}, bs[2] = {ib, ob};
+        for (int k = 0; k < 2; k++) {
+            if (vs[k] < 0) continue;
+            if (as[k] < band->row_begin[vs[k]]) band->row_begin[vs[k]] = as[k];
+            if (bs[k] > band->row_end[vs[k]]) band->row_end[vs[k]] = bs[k];
+        }
+    }
+    band->out_begin = out_begin, band->out_end = out_end;
+    band->in_begin = band->row_begin[seg->in], band->in_end = band->row_end[seg->in];
+    return 0;
+}

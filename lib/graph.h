@@ -137,6 +137,35 @@ int si_graph_segment(const si_graph_t *g, const char *spec, si_segment_t *seg, s
 /* Name of the segment that starts at cut index c ("layer3.2"), or "#c". */
 void si_graph_cut_name(const si_graph_t *g, int c, char *buf, size_t len);
 
+/* Row bands. A stage can compute output rows [out_begin, out_end) of its
+ * segment from a band of its input: the output band widened by the segment's
+ * receptive field (the halo), clipped at the true image border. Zero padding
+ * is applied only at the true border; inside the image the halo rows stand in
+ * for it, so stitched bands equal the whole output. For every value of the
+ * segment the band records the rows that must be materialized (the hull over
+ * its readers; a reader that needs fewer rows crops). */
+typedef struct si_band {
+    int out_begin, out_end; /* rows of the segment output */
+    int in_begin, in_end;   /* rows of the segment input needed */
+    int *row_begin;         /* per value id: first row materialized (malloc'd) */
+    int *row_end;           /* per value id: one past the last (malloc'd) */
+} si_band_t;
+
+/* Computes the band for output rows [out_begin, out_end) of seg. A 2-D
+ * output counts as one row: only [0, 1), the whole, is a valid band there.
+ * Free with si_band_free. */
+int si_graph_band(const si_graph_t *g, const si_segment_t *seg, int out_begin, int out_end,
+                  si_band_t *band, si_err_t *err);
+void si_band_free(si_band_t *band);
+
+/* Rows of node n's data input needed for its output rows [oa, ob), clipped to
+ * the input's height. For 2-D values (dense, flatten) all rows: [0, 1). */
+void si_node_in_rows(const si_graph_t *g, const si_node_t *n, int oa, int ob, int *ia, int *ib);
+
+/* Band k of K over h rows: an even split, the first h % K bands one row
+ * longer. Requires 1 <= K <= h. */
+void si_rows_split(int h, int K, int k, int *begin, int *end);
+
 /* Number of elements of a value (batch 1). */
 size_t si_value_numel(const si_value_t *v);
 

@@ -255,6 +255,63 @@ static void test_engine_matches_reference(void **state) {
     free_tiny(g);
 }
 
+/* Stitched bands equal the whole output: every K up to the output's height. */
+static void test_bands_stitch(void **state) {
+    (void)state;
+    si_err_t err = {{0}};
+    si_graph_t *g = tiny_graph();
+    assert_int_equal(si_graph_finish(g, NULL), 0);
+    const char *specs[] = {"#0..#3", "#1..#3", "#2..#3", "#0..#1"};
+    for (size_t sp = 0; sp < sizeof specs / sizeof *specs; sp++) {
+        si_segment_t s;
+        assert_int_equal(si_graph_segment(g, specs[sp], &s, &err), 0);
+        const si_value_t *x = &g->values[s.in], *y = &g->values[s.out];
+        int C = x->dims[1], H = x->dims[2], W = x->dims[3];
+        int OC = y->dims[1], OH = y->dims[2], OW = y->dims[3];
+        float *in = rand_array((size_t)C * H * W, 1.0f), *whole = malloc(sizeof(float) * OC * OH * OW);
+        si_engine_t *e = si_engine_create(g, &s, 1, &err);
+        assert_non_null(e);
+        assert_int_equal(si_engine_run(e, in, whole, &err), 0);
+        si_engine_free(e);
+        for (int K = 2; K <= OH; K++)
+            for (int k = 0; k < K; k++) {
+                int a, b;
+                si_rows_split(OH, K, k, &a, &b);
+                si_band_t band;
+                assert_int_equal(si_graph_band(g, &s, a, b, &band, &err), 0);
+                assert_true(band.in_begin >= 0 && band.in_end <= H && band.in_begin < band.in_end);
+                e = si_engine_create_band(g, &s, &band, 1, &err);
+                if (!e) fail_msg("%s K=%d k=%d: %s", specs[sp], K, k, err.msg);
+                int hin = band.in_end - band.in_begin;
+                float *bin = malloc(sizeof(float) * C * hin * W), *bout = malloc(sizeof(float) * OC * (b - a) * OW);
+                for (int c = 0; c < C; c++)
+                    memcpy(bin + (size_t)c * hin * W, in + ((size_t)c * H + band.in_begin) * W,
+                           sizeof(float) * hin * W);
+                assert_int_equal(si_engine_run(e, bin, bout, &err), 0);
+                for (int c = 0; c < OC; c++)
+                    for (int r = a; r < b; r++)
+                        for (int w = 0; w < OW; w++) {
+                            float u = bout[((size_t)c * (b - a) + (r - a)) * OW + w];
+                            float v = whole[((size_t)c * OH + r) * OW + w];
+                            if (fabsf(u - v) > 1e-5f * (1 + fabsf(v)))
+                                fail_msg("%s K=%d k=%d c=%d r=%d w=%d: %g vs %g", specs[sp], K, k, c, r, w, u, v);
+                        }
+                free(bin), free(bout);
+                si_engine_free(e);
+                si_band_free(&band);
+            }
+        free(in), free(whole);
+    }
+    si_segment_t s;
+    si_band_t band;
+    assert_int_equal(si_graph_segment(g, NULL, &s, &err), 0);
+    assert_int_equal(si_graph_band(g, &s, 0, 1, &band, &err), 0); /* the whole flat output */
+    si_band_free(&band);
+    assert_int_equal(si_graph_band(g, &s, 0, 2, &band, &err), -1);
+    assert_non_null(strstr(err.msg, "flat output"));
+    free_tiny(g);
+}
+
 static void test_sfm_roundtrip(void **state) {
     (void)state;
     si_err_t err = {{0}};
@@ -354,6 +411,7 @@ int main(void) {
         cmocka_unit_test(test_shapes_and_cuts),
         cmocka_unit_test(test_bad_graphs),
         cmocka_unit_test(test_engine_matches_reference),
+        cmocka_unit_test(test_bands_stitch),
         cmocka_unit_test(test_sfm_roundtrip),
         cmocka_unit_test(test_onnx_garbage),
     };
