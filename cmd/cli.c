@@ -51,7 +51,7 @@ static int parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
         {'m', "-m", "--model", 1},   {'s', NULL, "--segment", 1}, {'o', "-o", "--output", 1},
         {'i', NULL, "--input", 1},   {'t', "-t", "--threads", 1}, {'k', "-k", "--top", 1},
         {'j', NULL, "--json", 0},    {'n', "-n", NULL, 1},        {'b', NULL, "--batch", 1},
-        {'w', NULL, "--warmup", 1},
+        {'w', NULL, "--warmup", 1}, {'B', NULL, "--band", 1},
     };
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -80,6 +80,13 @@ static int parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
         case 'n': if (int_arg(a, v, 1, 1000000, &o->n)) return 1; break;
         case 'b': if (int_arg(a, v, 1, 4096, &o->batch)) return 1; break;
         case 'w': if (int_arg(a, v, 0, 1000000, &o->warmup)) return 1; break;
+        case 'B': {
+            int used = 0;
+            if (sscanf(v, "%d/%d%n", &o->band_k, &o->band_n, &used) != 2 || v[used] ||
+                o->band_n < 1 || o->band_k < 0 || o->band_k >= o->band_n)
+                return cli_fail("--band wants k/K with 0 <= k < K, got '%s'", v);
+            break;
+        }
         }
     }
     return 0;

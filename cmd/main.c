@@ -15,7 +15,7 @@ static const struct {
     const char *help;
 } cmds[] = {
     {"classify", si_cmd_classify, "-m MODEL [-t THREADS] [-k 5] [--json] IMAGE...   top-k classes"},
-    {"infer", si_cmd_infer, "-m MODEL [--segment A..B] --input X.bin --output Y.bin   raw tensors"},
+    {"infer", si_cmd_infer, "-m MODEL [--segment A..B] [--band k/K] --input X.bin --output Y.bin   raw tensors"},
     {"bench", si_cmd_bench, "-m MODEL [-t THREADS] [-n N] [--batch B] [--warmup W]   latency"},
     {"info", si_cmd_info, "-m MODEL   segments, parameters, MACs, cut points"},
     {"convert", si_cmd_convert, "IN.onnx -o OUT.sfm [--segment A..B]   packed model file"},

@@ -101,27 +101,53 @@ int si_cmd_classify(int argc, char **argv) {
     return rc;
 }
 
+/* Copies rows [a, b) of every channel plane of x (planes of h rows of w
+ * floats) to dst: the band a stage function receives. */
+static void slice_rows(const float *x, int planes, int h, int w, int a, int b, float *dst) {
+    for (int p = 0; p < planes; p++)
+        memcpy(dst + (size_t)p * (size_t)(b - a) * (size_t)w, x + ((size_t)p * (size_t)h + (size_t)a) * (size_t)w,
+               (size_t)(b - a) * (size_t)w * sizeof *dst);
+}
+
 int si_cmd_infer(int argc, char **argv) {
     cli_opts_t o;
-    if (cli_parse(argc, argv, "msiot", &o)) return 1;
-    if (!o.input || !o.output || o.n_args)
-        return cli_fail("usage: splitinfer infer -m MODEL [--segment A..B] --input X.bin --output Y.bin");
+    if (cli_parse(argc, argv, "msiotB", &o)) return 1;
+    if (!o.input || !o.output || o.n_args) {
+        free(o.args);
+        return cli_fail("usage: splitinfer infer -m MODEL [--segment A..B] [--band k/K] --input X.bin "
+                        "--output Y.bin");
+    }
     si_graph_t *g;
     si_segment_t seg;
-    si_engine_t *e;
+    si_engine_t *e = NULL;
+    si_band_t band = {0};
+    si_err_t err = {{0}};
     void *in = NULL;
     size_t len = 0;
-    float *out = NULL;
-    int rc = cli_setup(&o, 1, &g, &seg, &e);
+    float *out = NULL, *bin = NULL;
+    int rc = cli_setup(&o, 1, &g, &seg, NULL);
+    const si_value_t *x = rc ? NULL : &g->values[seg.in];
+    if (!rc && o.band_n) { /* output band k of K; the input file holds the whole input */
+        const si_value_t *y = &g->values[seg.out];
+        int h = y->ndim == 4 ? y->dims[2] : 1, a, b;
+        if (o.band_n > h) rc = cli_fail("--band %d/%d: the output has only %d rows", o.band_k, o.band_n, h);
+        else si_rows_split(h, o.band_n, o.band_k, &a, &b);
+        if (!rc && si_graph_band(g, &seg, a, b, &band, &err) < 0) rc = cli_fail("%s", err.msg);
+    }
+    if (!rc && !(e = si_engine_create_band(g, &seg, o.band_n ? &band : NULL, 1, &err)))
+        rc = cli_fail("%s", err.msg);
     if (!rc) rc = cli_read_file(o.input, &in, &len);
-    if (!rc && len != si_engine_in_numel(e) * sizeof(float)) {
-        int d[4], nd = si_engine_in_dims(e, d);
-        rc = cli_fail("%s: %zu bytes, the segment's input [%d,%d%s] float32 is %zu bytes", o.input,
-                      len, d[0], d[1], nd == 4 ? ",H,W" : "", si_engine_in_numel(e) * sizeof(float));
+    if (!rc && len != si_value_numel(x) * sizeof(float))
+        rc = cli_fail("%s: %zu bytes, the segment's input [1,%d%s] float32 is %zu bytes", o.input,
+                      len, x->dims[1], x->ndim == 4 ? ",H,W" : "", si_value_numel(x) * sizeof(float));
+    const float *feed = in;
+    if (!rc && o.band_n && x->ndim == 4) {
+        if (!(bin = malloc(si_engine_in_numel(e) * sizeof *bin))) rc = cli_fail("out of memory");
+        else slice_rows(in, x->dims[1], x->dims[2], x->dims[3], band.in_begin, band.in_end, bin);
+        feed = bin;
     }
     if (!rc && !(out = malloc(si_engine_out_numel(e) * sizeof *out))) rc = cli_fail("out of memory");
-    si_err_t err = {{0}};
-    if (!rc && si_engine_run(e, in, out, &err) < 0) rc = cli_fail("%s", err.msg);
+    if (!rc && si_engine_run(e, feed, out, &err) < 0) rc = cli_fail("%s", err.msg);
     if (!rc && !all_finite(out, si_engine_out_numel(e)))
         rc = cli_fail("%s: the segment computed non-finite values (damaged weights or input?)",
                       o.model);
@@ -131,7 +157,8 @@ int si_cmd_infer(int argc, char **argv) {
         if (!f || fwrite(out, sizeof *out, n, f) != n) rc = cli_fail("%s: write failed", o.output);
         if (f && fclose(f) != 0) rc = cli_fail("%s: write failed", o.output);
     }
-    free(in), free(out), free(o.args);
+    free(in), free(out), free(bin), free(o.args);
+    si_band_free(&band);
     si_engine_free(e);
     si_graph_free(g);
     return rc;

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Row bands of every ResNet50 stage stitch back to the whole output: for each
+# stage (stem, layer1..layer4) and K in {2, 3, 4, 7}, `infer --band k/K` of
+# every k, concatenated along H, equals `infer` of the whole stage to
+# max|diff| <= 1e-5 x max|whole|. The head (flat output) refuses K > 1.
+# Stage inputs are real activations: the chain of stage outputs from one
+# seeded random image. Exit 0 pass, 1 fail, 77 cannot run here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=/usr/bin/python3
+BIN=${SPLITINFER:-build/splitinfer}
+REF=build/ref
+W=$REF/bands
+if ! "$PY" -c 'import torch, torchvision, numpy' 2>/dev/null; then
+    echo "skip: $PY cannot import torch, torchvision and numpy (make deps installs them)"
+    exit 77
+fi
+mkdir -p "$W"
+"$PY" tests/ref/export_resnet.py --arch resnet50 --seed 0 --out "$REF/resnet50.onnx" --cached
+"$BIN" convert "$REF/resnet50.onnx" -o "$W/resnet50.sfm"
+M=$W/resnet50.sfm
+"$PY" -c "import numpy as np; np.random.seed(3); np.random.randn(1,3,224,224).astype('<f4').tofile('$W/in_stem.bin')"
+
+failed=0
+prev=$W/in_stem.bin
+for stage in stem layer1 layer2 layer3 layer4; do
+    "$BIN" infer -m "$M" --segment $stage --input "$prev" --output "$W/whole_$stage.bin"
+    for K in 2 3 4 7; do
+        for ((k = 0; k < K; k++)); do
+            "$BIN" infer -m "$M" --segment $stage --band $k/$K --input "$prev" --output "$W/band_${stage}_${K}_$k.bin"
+        done
+        if ! "$PY" - "$W" $stage $K <<'PYEOF'
+import sys, numpy as np
+w, stage, K = sys.argv[1], sys.argv[2], int(sys.argv[3])
+whole = np.fromfile(f"{w}/whole_{stage}.bin", dtype="<f4")
+shapes = {"stem": (64, 56, 56), "layer1": (256, 56, 56), "layer2": (512, 28, 28),
+          "layer3": (1024, 14, 14), "layer4": (2048, 7, 7)}
+C, H, W = shapes[stage]
+whole = whole.reshape(C, H, W)
+bands = [np.fromfile(f"{w}/band_{stage}_{K}_{k}.bin", dtype="<f4").reshape(C, -1, W) for k in range(K)]
+st = np.concatenate(bands, axis=1)
+assert st.shape == whole.shape, (st.shape, whole.shape)
+rel = np.abs(st - whole).max() / np.abs(whole).max()
+print(f"{stage} K={K}: band rows {[b.shape[1] for b in bands]}, max|diff|/max|whole| = {rel:.2e}")
+sys.exit(0 if rel <= 1e-5 and np.abs(whole).max() > 0 else 1)
+PYEOF
+        then echo "FAIL: $stage K=$K"; failed=1; fi
+    done
+    prev=$W/whole_$stage.bin
+done
+# The head's output is flat: one band only.
+if "$BIN" infer -m "$M" --segment head --band 0/2 --input "$prev" --output "$W/x.bin" 2>"$W/head.err"; then
+    echo "FAIL: head accepted --band 0/2"; failed=1
+elif ! grep -q 'only 1 rows\|flat output' "$W/head.err"; then
+    echo "FAIL: head --band 0/2: unclear message: $(cat "$W/head.err")"; failed=1
+else
+    echo "head --band 0/2 refused: $(cat "$W/head.err")"
+fi
+exit $failed
