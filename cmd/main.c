@@ -8,6 +8,7 @@ int si_cmd_bench(int argc, char **argv);
 int si_cmd_info(int argc, char **argv);
 int si_cmd_convert(int argc, char **argv);
 int si_cmd_preprocess(int argc, char **argv);
+int si_cmd_plan(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -19,6 +20,7 @@ static const struct {
     {"bench", si_cmd_bench, "-m MODEL [-t THREADS] [-n N] [--batch B] [--warmup W]   latency"},
     {"info", si_cmd_info, "-m MODEL   segments, parameters, MACs, cut points"},
     {"convert", si_cmd_convert, "IN.onnx -o OUT.sfm [--segment A..B]   packed model file"},
+    {"plan", si_cmd_plan, "check PLAN.json -m MODEL   validate a plan against a model"},
     {"preprocess", si_cmd_preprocess, "IMAGE -o OUT.bin   PNG to the network's input tensor"},
 };
 

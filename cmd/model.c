@@ -5,6 +5,7 @@
 
 #include "cli.h"
 #include "modelfile.h"
+#include "plan.h"
 
 static void shape_str(const si_value_t *v, char *buf, size_t len) {
     if (v->ndim == 4)
@@ -86,6 +87,39 @@ int si_cmd_convert(int argc, char **argv) {
     si_err_t err = {{0}};
     if (!rc && si_sfm_save(g, o.segment ? &seg : NULL, o.output, &err) < 0) rc = cli_fail("%s", err.msg);
     free(o.args);
+    si_graph_free(g);
+    return rc;
+}
+
+/* splitinfer plan check PLAN.json -m MODEL */
+int si_cmd_plan(int argc, char **argv) {
+    cli_opts_t o;
+    if (cli_parse(argc, argv, "m", &o)) return 1;
+    if (o.n_args != 2 || strcmp(o.args[0], "check")) {
+        free(o.args);
+        return cli_fail("usage: splitinfer plan check PLAN.json -m MODEL");
+    }
+    si_plan_t *p = malloc(sizeof *p);
+    si_segment_t *segs = malloc(SI_PLAN_MAX_STEPS * sizeof *segs);
+    si_graph_t *g = NULL;
+    si_segment_t seg;
+    si_err_t err = {{0}};
+    int rc = !p || !segs ? cli_fail("out of memory") : 0;
+    if (!rc && si_plan_load(o.args[1], p, &err) < 0) rc = cli_fail("%s", err.msg);
+    if (!rc) rc = cli_setup(&o, 1, &g, &seg, NULL);
+    if (!rc && si_plan_check(p, g, segs, &err) < 0) rc = cli_fail("%s: %s", o.args[1], err.msg);
+    if (!rc) {
+        printf("plan %s: %d steps, valid for %s\n", p->name, p->n_steps, o.model);
+        for (int i = 0; i < p->n_steps; i++) {
+            const si_value_t *y = &g->values[segs[i].out];
+            char shape[64];
+            if (y->ndim == 4) snprintf(shape, sizeof shape, "[1,%d,%d,%d]", y->dims[1], y->dims[2], y->dims[3]);
+            else snprintf(shape, sizeof shape, "[1,%d]", y->dims[1]);
+            printf("  step %d: %-14s #%d..#%d  bands %d  out %s\n", i, p->steps[i].segment,
+                   segs[i].cut_begin, segs[i].cut_end, p->steps[i].bands, shape);
+        }
+    }
+    free(p), free(segs), free(o.args);
     si_graph_free(g);
     return rc;
 }

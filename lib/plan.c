@@ -1,0 +1,173 @@
+/* plan.c - plan JSON <-> structs and validation against a graph. See plan.h. */
+#include "plan.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Copies a JSON string member into dst (size len); absent -> dflt. */
+static int str_member(json_t *o, const char *key, char *dst, size_t len, const char *dflt,
+                      si_err_t *err) {
+    json_t *v = json_object_get(o, key);
+    if (!v) {
+        if (!dflt) return si_err_set(err, "plan: missing \"%s\"", key);
+        snprintf(dst, len, "%s", dflt);
+        return 0;
+    }
+    if (!json_is_string(v) || json_string_length(v) >= len || json_string_length(v) == 0)
+        return si_err_set(err, "plan: \"%s\" must be a non-empty string shorter than %zu bytes", key,
+                          len);
+    memcpy(dst, json_string_value(v), json_string_length(v) + 1);
+    return 0;
+}
+
+static int int_member(json_t *o, const char *key, int *dst, int dflt, int lo, int hi,
+                      si_err_t *err) {
+    json_t *v = json_object_get(o, key);
+    if (!v) {
+        *dst = dflt;
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return si_err_set(err, "plan: \"%s\" must be an integer in %d..%d", key, lo, hi);
+    *dst = (int)json_integer_value(v);
+    return 0;
+}
+
+static int parse_step(json_t *o, int i, si_plan_step_t *s, si_err_t *err) {
+    if (!json_is_object(o)) return si_err_set(err, "plan: step %d is not an object", i);
+    const char *key;
+    json_t *v;
+    json_object_foreach(o, key, v) {
+        if (strcmp(key, "segment") && strcmp(key, "bands") && strcmp(key, "functions"))
+            return si_err_set(err, "plan: step %d: unknown key \"%s\"", i, key);
+    }
+    if (str_member(o, "segment", s->segment, sizeof s->segment, NULL, err) < 0 ||
+        int_member(o, "bands", &s->bands, 1, 1, SI_PLAN_MAX_BANDS, err) < 0)
+        return si_err_prefix(err, "step %d", i);
+    json_t *f = json_object_get(o, "functions");
+    s->n_functions = 0;
+    if (!f) return 0;
+    if (!json_is_array(f)) return si_err_set(err, "plan: step %d: \"functions\" is not a list", i);
+    size_t n = json_array_size(f);
+    if (n != 0 && n != 1 && n != (size_t)s->bands)
+        return si_err_set(err, "plan: step %d: %zu functions for %d bands (give 1 or %d)", i, n,
+                          s->bands, s->bands);
+    for (size_t k = 0; k < n; k++) {
+        json_t *u = json_array_get(f, k);
+        const char *url = json_string_value(u);
+        size_t len = url ? strlen(url) : 0;
+        if (!url || len == 0 || len >= SI_PLAN_MAX_URL ||
+            (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)))
+            return si_err_set(err, "plan: step %d: function %zu is not an http(s) URL", i, k);
+        while (len > 0 && url[len - 1] == '/') len--;
+        memcpy(s->functions[k], url, len);
+        s->functions[k][len] = 0;
+    }
+    s->n_functions = (int)n;
+    return 0;
+}
+
+int si_plan_parse(const char *text, size_t len, si_plan_t *p, si_err_t *err) {
+    memset(p, 0, sizeof *p);
+    json_error_t je;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root) return si_err_set(err, "plan: line %d: %s", je.line, je.text);
+    int rc = -1;
+    if (!json_is_object(root)) {
+        si_err_set(err, "plan: not a JSON object");
+        goto out;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v) {
+        if (strcmp(key, "name") && strcmp(key, "model") && strcmp(key, "dtype") &&
+            strcmp(key, "timeout_ms") && strcmp(key, "steps") && strcmp(key, "comment")) {
+            si_err_set(err, "plan: unknown key \"%s\"", key);
+            goto out;
+        }
+    }
+    if (str_member(root, "name", p->name, sizeof p->name, "plan", err) < 0 ||
+        str_member(root, "model", p->model, sizeof p->model, "resnet50", err) < 0 ||
+        str_member(root, "dtype", p->dtype, sizeof p->dtype, "fp32", err) < 0 ||
+        int_member(root, "timeout_ms", &p->timeout_ms, 10000, 1, 3600 * 1000, err) < 0)
+        goto out;
+    if (strcmp(p->dtype, "fp32") && strcmp(p->dtype, "bf16") && strcmp(p->dtype, "fp16")) {
+        si_err_set(err, "plan: dtype \"%s\" is not fp32, bf16 or fp16", p->dtype);
+        goto out;
+    }
+    json_t *steps = json_object_get(root, "steps");
+    if (!json_is_array(steps) || json_array_size(steps) == 0 ||
+        json_array_size(steps) > SI_PLAN_MAX_STEPS) {
+        si_err_set(err, "plan: \"steps\" must be a list of 1..%d steps", SI_PLAN_MAX_STEPS);
+        goto out;
+    }
+    p->n_steps = (int)json_array_size(steps);
+    for (int i = 0; i < p->n_steps; i++)
+        if (parse_step(json_array_get(steps, (size_t)i), i, &p->steps[i], err) < 0) goto out;
+    rc = 0;
+out:
+    json_decref(root);
+    return rc;
+}
+
+int si_plan_load(const char *path, si_plan_t *p, si_err_t *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return si_err_set(err, "%s: cannot open", path);
+    char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    int big = !feof(f);
+    fclose(f);
+    if (big) return si_err_set(err, "%s: larger than %zu bytes", path, sizeof buf);
+    if (si_plan_parse(buf, n, p, err) < 0) return si_err_prefix(err, "%s", path);
+    return 0;
+}
+
+char *si_plan_dump(const si_plan_t *p) {
+    json_t *steps = json_array();
+    for (int i = 0; i < p->n_steps; i++) {
+        const si_plan_step_t *s = &p->steps[i];
+        json_t *f = json_array();
+        for (int k = 0; k < s->n_functions; k++) json_array_append_new(f, json_string(s->functions[k]));
+        json_array_append_new(steps, json_pack("{s:s, s:i, s:o}", "segment", s->segment, "bands",
+                                               s->bands, "functions", f));
+    }
+    json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:o}", "name", p->name, "model", p->model, "dtype",
+                          p->dtype, "timeout_ms", p->timeout_ms, "steps", steps);
+    char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    return s;
+}
+
+int si_plan_check(const si_plan_t *p, const si_graph_t *g, si_segment_t *segs, si_err_t *err) {
+    int cut = 0;
+    for (int i = 0; i < p->n_steps; i++) {
+        const si_plan_step_t *s = &p->steps[i];
+        si_segment_t seg;
+        if (si_graph_segment(g, s->segment, &seg, err) < 0) return si_err_prefix(err, "step %d", i);
+        if (seg.cut_begin != cut) {
+            char want[SI_MAX_NAME];
+            si_graph_cut_name(g, cut, want, sizeof want);
+            return si_err_set(err, "step %d (%s) does not start where the previous step ends "
+                              "(cut #%d, %s)", i, s->segment, cut, want);
+        }
+        const si_value_t *y = &g->values[seg.out];
+        int rows = y->ndim == 4 ? y->dims[2] : 1;
+        if (s->bands > rows)
+            return si_err_set(err, "step %d (%s): %d bands but the output has %d row%s%s", i,
+                              s->segment, s->bands, rows, rows == 1 ? "" : "s",
+                              y->ndim == 4 ? "" : " (flat)");
+        cut = seg.cut_end;
+        if (segs) segs[i] = seg;
+    }
+    if (cut != g->n_cuts - 1)
+        return si_err_set(err, "the plan stops at cut #%d; the model ends at #%d", cut,
+                          g->n_cuts - 1);
+    return 0;
+}
+
+const char *si_plan_function(const si_plan_step_t *s, int k) {
+    if (s->n_functions == 0) return "";
+    return s->functions[s->n_functions == 1 ? 0 : k];
+}

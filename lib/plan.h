@@ -1,0 +1,66 @@
+/*
+ * plan.h - plans: how the gateway runs a model over stage functions.
+ *
+ * A plan is a list of steps. Each step runs one segment of the model (graph.h
+ * names: "stem", "layer2", "layer4.0..head", "#3..#7", "all") on `bands`
+ * functions, each computing a band of the segment's output rows (bands = 1:
+ * the whole tensor). Steps are chained: step i's output is step i+1's input.
+ *
+ * JSON form (the files in plans/, and the gateway's ConfigMap on Kubernetes):
+ *
+ *   { "name": "pipeline",
+ *     "model": "resnet50",           name served on the OIP v2 API
+ *     "dtype": "fp32",               wire dtype of activations: fp32|bf16|fp16
+ *     "timeout_ms": 10000,           per call to a function
+ *     "steps": [
+ *       { "segment": "stem", "bands": 1, "functions": ["http://127.0.0.1:9001"] },
+ *       ... ] }
+ *
+ * "functions" holds either one URL per band, or one URL for every band (a
+ * Service that autoscales and is called K times at once). It may be empty
+ * in a plan template: `splitinfer up` fills it with the processes it starts.
+ */
+#ifndef SI_PLAN_H
+#define SI_PLAN_H
+
+#include "err.h"
+#include "graph.h"
+
+#define SI_PLAN_MAX_STEPS 64
+#define SI_PLAN_MAX_BANDS 32
+#define SI_PLAN_MAX_URL 256
+
+typedef struct si_plan_step {
+    char segment[SI_MAX_NAME];
+    int bands;                                      /* >= 1 */
+    int n_functions;                                /* 0, 1 or bands */
+    char functions[SI_PLAN_MAX_BANDS][SI_PLAN_MAX_URL]; /* base URLs, no trailing slash */
+} si_plan_step_t;
+
+typedef struct si_plan {
+    char name[SI_MAX_NAME];
+    char model[SI_MAX_NAME];
+    char dtype[8];  /* "fp32", "bf16" or "fp16" */
+    int timeout_ms; /* per function call */
+    int n_steps;
+    si_plan_step_t steps[SI_PLAN_MAX_STEPS];
+} si_plan_t;
+
+/* Parses a plan from JSON text / a file. Checks the JSON's own consistency
+ * (types, ranges, URL count), not the model: see si_plan_check. */
+int si_plan_parse(const char *json, size_t len, si_plan_t *p, si_err_t *err);
+int si_plan_load(const char *path, si_plan_t *p, si_err_t *err);
+
+/* Serializes a plan as JSON (malloc'd, caller frees). */
+char *si_plan_dump(const si_plan_t *p);
+
+/* Validates a plan against a model: every segment resolves, steps are
+ * contiguous and cover the graph from input to output, and each step's bands
+ * do not exceed its output's rows (1 for a flat output). Fills segs[i] with
+ * step i's resolved segment when segs is not NULL. */
+int si_plan_check(const si_plan_t *p, const si_graph_t *g, si_segment_t *segs, si_err_t *err);
+
+/* URL of the function that computes band k of step s ("" when unassigned). */
+const char *si_plan_function(const si_plan_step_t *s, int k);
+
+#endif
