@@ -75,10 +75,10 @@ build/asan/gen/%.o: build/gen/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) $(OPT) $(INCS) $(SANFLAGS) -w -c $< -o $@
 
-build/obj/%.o: %.c $(GEN_SRC)
+build/obj/%.o: %.c | $(GEN_SRC)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
-build/asan/%.o: %.c $(GEN_SRC)
+build/asan/%.o: %.c | $(GEN_SRC)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SANFLAGS) -MMD -MP -c $< -o $@
 

@@ -52,6 +52,7 @@ static int parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
         {'i', NULL, "--input", 1},   {'t', "-t", "--threads", 1}, {'k', "-k", "--top", 1},
         {'j', NULL, "--json", 0},    {'n', "-n", NULL, 1},        {'b', NULL, "--batch", 1},
         {'w', NULL, "--warmup", 1}, {'B', NULL, "--band", 1},
+        {'P', NULL, "--plain", 0},
     };
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -77,6 +78,7 @@ static int parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
         case 't': if (int_arg(a, v, 0, 1024, &o->threads)) return 1; break;
         case 'k': if (int_arg(a, v, 1, 1000, &o->topk)) return 1; break;
         case 'j': o->json = 1; break;
+        case 'P': o->plain = 1; break;
         case 'n': if (int_arg(a, v, 1, 1000000, &o->n)) return 1; break;
         case 'b': if (int_arg(a, v, 1, 4096, &o->batch)) return 1; break;
         case 'w': if (int_arg(a, v, 0, 1000000, &o->warmup)) return 1; break;

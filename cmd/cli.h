@@ -23,6 +23,7 @@ typedef struct cli_opts {
     int batch;           /* --batch */
     int warmup;          /* --warmup */
     int band_k, band_n;  /* --band k/K: output band k of K (band_n 0 = whole) */
+    int plain;           /* --plain: convert without prepacking weights */
     char **args;         /* positional arguments */
     int n_args;
 } cli_opts_t;

@@ -19,7 +19,7 @@ static const struct {
     {"infer", si_cmd_infer, "-m MODEL [--segment A..B] [--band k/K] --input X.bin --output Y.bin   raw tensors"},
     {"bench", si_cmd_bench, "-m MODEL [-t THREADS] [-n N] [--batch B] [--warmup W]   latency"},
     {"info", si_cmd_info, "-m MODEL   segments, parameters, MACs, cut points"},
-    {"convert", si_cmd_convert, "IN.onnx -o OUT.sfm [--segment A..B]   packed model file"},
+    {"convert", si_cmd_convert, "IN.onnx -o OUT.sfm [--segment A..B] [--plain]   packed model file"},
     {"plan", si_cmd_plan, "check PLAN.json -m MODEL   validate a plan against a model"},
     {"preprocess", si_cmd_preprocess, "IMAGE -o OUT.bin   PNG to the network's input tensor"},
 };

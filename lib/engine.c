@@ -65,6 +65,7 @@ struct si_engine {
     dnnl_memory_t scratch_mem; /* shared by every primitive (user scratchpad mode) */
 
     int *row_begin, *row_end; /* value id -> rows held (a band, or all of them) */
+    int *node_wmem;           /* node index -> memory of its weights as run (-1) */
     int *val_mem;  /* value id -> index into mems of its memory (-1 if none) */
     int *val_conv; /* value id -> index of a cached reorder of it, or -1 */
     int *last_use; /* value id -> last node reading it; seg end for the output */
@@ -259,24 +260,70 @@ static int value_rows_as(si_engine_t *e, int v, int ra, int rb, const dnnl_memor
     return crop;
 }
 
-/* Weights for a primitive: the node's own floats when the primitive takes the
- * plain layout, else a copy reordered once now. */
-static int weights_mem(si_engine_t *e, const si_node_t *n, const dnnl_memory_desc_t *want) {
-    dnnl_memory_desc_t plain;
+static void layout_to_md(const si_layout_t *l, dnnl_memory_desc_t *md) {
+    memset(md, 0, sizeof *md);
+    md->ndims = l->ndims;
+    md->data_type = dnnl_f32;
+    md->format_kind = dnnl_blocked;
+    for (int i = 0; i < l->ndims; i++) {
+        md->dims[i] = l->dims[i];
+        md->padded_dims[i] = l->padded_dims[i];
+        md->format_desc.blocking.strides[i] = l->strides[i];
+    }
+    md->format_desc.blocking.inner_nblks = l->inner_nblks;
+    for (int i = 0; i < l->inner_nblks; i++) {
+        md->format_desc.blocking.inner_blks[i] = l->inner_blks[i];
+        md->format_desc.blocking.inner_idxs[i] = l->inner_idxs[i];
+    }
+}
+
+/* The layout of md when it is a plain f32 blocked layout we can carry in a
+ * file; -1 otherwise (extra flags, offsets: not ours to reproduce). */
+static int md_to_layout(const dnnl_memory_desc_t *md, si_layout_t *l) {
+    if (md->format_kind != dnnl_blocked || md->ndims > SI_LAYOUT_MAX_DIMS || md->offset0 ||
+        md->extra.flags || md->format_desc.blocking.inner_nblks > SI_LAYOUT_MAX_DIMS)
+        return -1;
+    memset(l, 0, sizeof *l);
+    l->ndims = md->ndims;
+    for (int i = 0; i < md->ndims; i++) {
+        if (md->padded_offsets[i]) return -1;
+        l->dims[i] = md->dims[i];
+        l->padded_dims[i] = md->padded_dims[i];
+        l->strides[i] = md->format_desc.blocking.strides[i];
+    }
+    l->inner_nblks = md->format_desc.blocking.inner_nblks;
+    for (int i = 0; i < l->inner_nblks; i++) {
+        l->inner_blks[i] = md->format_desc.blocking.inner_blks[i];
+        l->inner_idxs[i] = md->format_desc.blocking.inner_idxs[i];
+    }
+    return 0;
+}
+
+/* Weights for a primitive. Zero copy when the node's weights are already in
+ * the layout the primitive wants (plain, or prepacked by convert); else one
+ * reorder now into memory the engine owns. */
+static int weights_mem(si_engine_t *e, int i, const si_node_t *n, const dnnl_memory_desc_t *want) {
+    dnnl_memory_desc_t have;
     dnnl_dims_t d;
-    if (n->op == SI_OP_DENSE) {
+    if (n->w_layout) {
+        layout_to_md(n->w_layout, &have);
+        if (dnnl_memory_desc_get_size(&have) != n->w_bytes)
+            return si_err_set(e->err, "node %s: packed weights do not match their layout", n->name);
+    } else if (n->op == SI_OP_DENSE) {
         d[0] = n->cout, d[1] = n->cin;
-        dnnl_memory_desc_init_by_tag(&plain, 2, d, dnnl_f32, dnnl_oi);
+        dnnl_memory_desc_init_by_tag(&have, 2, d, dnnl_f32, dnnl_oi);
     } else if (n->group > 1) {
         d[0] = n->group, d[1] = n->cout / n->group, d[2] = n->cin, d[3] = n->kh, d[4] = n->kw;
-        dnnl_memory_desc_init_by_tag(&plain, 5, d, dnnl_f32, dnnl_goihw);
+        dnnl_memory_desc_init_by_tag(&have, 5, d, dnnl_f32, dnnl_goihw);
     } else {
         d[0] = n->cout, d[1] = n->cin, d[2] = n->kh, d[3] = n->kw;
-        dnnl_memory_desc_init_by_tag(&plain, 4, d, dnnl_f32, dnnl_oihw);
+        dnnl_memory_desc_init_by_tag(&have, 4, d, dnnl_f32, dnnl_oihw);
     }
-    int src = mem_new(e, &plain, -1, (void *)n->w); /* oneDNN only reads it */
+    if (have.ndims != want->ndims || memcmp(have.dims, want->dims, sizeof have.dims))
+        return si_err_set(e->err, "node %s: weights of the wrong shape for this node", n->name);
+    int src = mem_new(e, &have, -1, (void *)n->w); /* oneDNN only reads it */
     if (src < 0) return -1;
-    if (dnnl_memory_desc_equal(&plain, want)) return src;
+    if (dnnl_memory_desc_equal(&have, want)) return e->node_wmem[i] = src;
     size_t size = dnnl_memory_desc_get_size(want);
     if (grow((void **)&e->owned, &e->cap_owned, e->n_owned, sizeof *e->owned, e->err) < 0) return -1;
     void *p = aligned_alloc(64, (size + 63) & ~(size_t)63);
@@ -287,20 +334,40 @@ static int weights_mem(si_engine_t *e, const si_node_t *n, const dnnl_memory_des
     if (dst < 0) return -1;
     dnnl_primitive_desc_t pd;
     dnnl_primitive_t r;
-    TRY(e, dnnl_reorder_primitive_desc_create(&pd, &plain, e->eng, want, e->eng, NULL),
+    TRY(e, dnnl_reorder_primitive_desc_create(&pd, &have, e->eng, want, e->eng, NULL),
         "build the weights reorder", n);
     dnnl_status_t s = dnnl_primitive_create(&r, pd);
     dnnl_primitive_desc_destroy(pd);
     if (s != dnnl_success) return fail(e, "create the weights reorder", n, s);
     dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, e->mems[src].m}, {DNNL_ARG_TO, e->mems[dst].m}};
+    /* One thread: a reorder is memory-bound, and OpenMP threads spinning at
+     * its barriers cost far more than they save when the CPU is shared or
+     * capped (a serverless function at 0.35 CPU). */
+    int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
     s = dnnl_primitive_execute(r, e->stream, 2, args);
     if (s == dnnl_success) s = dnnl_stream_wait(e->stream);
+    omp_set_num_threads(threads);
     dnnl_primitive_destroy(r);
     if (s != dnnl_success) return fail(e, "reorder the weights", n, s);
-    /* The plain copy is not read again: give a mapped model file's pages back. */
-    si_model_drop(e->g, n->w, (size_t)n->cout * (size_t)n->cin * (size_t)(n->kh * n->kw) *
-                                 sizeof(float));
-    return dst;
+    /* The source is not read again: give a mapped model file's pages back. */
+    si_model_drop(e->g, n->w, dnnl_memory_desc_get_size(&have));
+    return e->node_wmem[i] = dst;
+}
+
+int si_engine_weights(const si_engine_t *e, int node, si_layout_t *layout, const void **data,
+                      size_t *bytes) {
+    if (node < e->seg.node_begin || node >= e->seg.node_end || e->node_wmem[node] < 0) return -1;
+    dnnl_memory_t m = e->mems[e->node_wmem[node]].m;
+    const dnnl_memory_desc_t *md = NULL;
+    void *h = NULL;
+    dnnl_memory_get_memory_desc(m, &md);
+    dnnl_memory_get_data_handle(m, &h);
+    *data = h;
+    *bytes = dnnl_memory_desc_get_size(md);
+    const si_node_t *n = &e->g->nodes[node];
+    if (h == (void *)n->w && !n->w_layout) return 0;
+    return md_to_layout(md, layout) < 0 ? -1 : 1;
 }
 
 static int bias_mem(si_engine_t *e, const si_node_t *n, const dnnl_memory_desc_t *want) {
@@ -415,7 +482,7 @@ static int compile_conv(si_engine_t *e, const si_node_t *n, int i) {
     dnnl_primitive_desc_t pd;
     if (make_pd(e, &pd, &cd, attr_for(n, n->in2 >= 0), n) < 0) return -1;
     int s_m = value_rows_as(e, n->in, ia, ib, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0));
-    int w_m = s_m < 0 ? -1 : weights_mem(e, n, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0));
+    int w_m = s_m < 0 ? -1 : weights_mem(e, i, n, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0));
     int b_m = w_m < 0 ? -1 : bias_mem(e, n, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1));
     int d_m = b_m < 0 ? -1 : dst_mem(e, n, i, pd);
     if (d_m < 0) {
@@ -442,7 +509,7 @@ static int compile_dense(si_engine_t *e, const si_node_t *n, int i) {
     dnnl_primitive_desc_t pd;
     if (make_pd(e, &pd, &ipd, attr_for(n, 0), n) < 0) return -1;
     int s_m = value_as(e, n->in, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0));
-    int w_m = s_m < 0 ? -1 : weights_mem(e, n, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0));
+    int w_m = s_m < 0 ? -1 : weights_mem(e, i, n, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0));
     int b_m = w_m < 0 ? -1 : bias_mem(e, n, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1));
     int d_m = b_m < 0 ? -1 : dst_mem(e, n, i, pd);
     if (d_m < 0) {
@@ -632,10 +699,13 @@ si_engine_t *si_engine_create_band(const si_graph_t *g, const si_segment_t *seg,
     e->last_use = malloc((size_t)g->n_values * sizeof(int));
     e->row_begin = malloc((size_t)g->n_values * sizeof(int));
     e->row_end = malloc((size_t)g->n_values * sizeof(int));
-    if (!e->val_mem || !e->val_conv || !e->last_use || !e->row_begin || !e->row_end) {
+    e->node_wmem = malloc((size_t)g->n_nodes * sizeof(int));
+    if (!e->val_mem || !e->val_conv || !e->last_use || !e->row_begin || !e->row_end ||
+        !e->node_wmem) {
         si_err_set(err, "out of memory");
         goto fail;
     }
+    for (int i = 0; i < g->n_nodes; i++) e->node_wmem[i] = -1;
     for (int v = 0; v < g->n_values; v++) {
         e->val_mem[v] = e->val_conv[v] = e->last_use[v] = -1;
         const si_value_t *val = &g->values[v];
@@ -703,6 +773,7 @@ void si_engine_free(si_engine_t *e) {
     if (e->eng) dnnl_engine_destroy(e->eng);
     free(e->steps), free(e->mems), free(e->bufs), free(e->owned);
     free(e->val_mem), free(e->val_conv), free(e->last_use), free(e->row_begin), free(e->row_end);
+    free(e->node_wmem);
     free(e);
 }
 

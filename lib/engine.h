@@ -60,6 +60,13 @@ size_t si_engine_out_numel(const si_engine_t *e);
  * si_engine_out_numel floats. Not reentrant: one run at a time per engine. */
 int si_engine_run(si_engine_t *e, const float *in, float *out, si_err_t *err);
 
+/* The weights node `node` (a graph node index inside the segment) runs with:
+ * their layout, bytes and size. Returns 1 when they are in a packed layout
+ * (layout filled), 0 when they are the node's own plain weights, -1 when the
+ * node has no weights. The data lives as long as the engine. */
+int si_engine_weights(const si_engine_t *e, int node, si_layout_t *layout, const void **data,
+                      size_t *bytes);
+
 /* Bytes the engine holds: reordered weights, activations, scratchpad. */
 size_t si_engine_bytes(const si_engine_t *e);
 

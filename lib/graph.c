@@ -17,6 +17,7 @@ void si_graph_free(si_graph_t *g) {
     free(g->block_layer);
     free(g->block_index);
     free(g->arena);
+    free(g->layouts);
     if (g->map) munmap(g->map, g->map_len);
     free(g);
 }

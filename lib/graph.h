@@ -59,6 +59,20 @@ typedef struct si_value {
     int dims[4]; /* N=1, C, H, W (or N=1, C) */
 } si_value_t;
 
+/* A blocked layout of a weight tensor: how the kernels of this machine want
+ * it (oneDNN's blocking descriptor, in our own terms so that model files can
+ * carry weights already in it; see modelfile.h). dims are the kernel's view:
+ * [cout, cin, kh, kw], [group, cout/group, cin/group, kh, kw] or [cout, cin]. */
+#define SI_LAYOUT_MAX_DIMS 6
+typedef struct si_layout {
+    int32_t ndims, inner_nblks;
+    int64_t dims[SI_LAYOUT_MAX_DIMS];
+    int64_t padded_dims[SI_LAYOUT_MAX_DIMS];
+    int64_t strides[SI_LAYOUT_MAX_DIMS];
+    int64_t inner_blks[SI_LAYOUT_MAX_DIMS];
+    int64_t inner_idxs[SI_LAYOUT_MAX_DIMS];
+} si_layout_t;
+
 typedef struct si_node {
     si_op_t op;
     char name[SI_MAX_NAME]; /* ONNX node name (or op type + index) */
@@ -78,10 +92,13 @@ typedef struct si_node {
 
     /* CONV: w [cout, cin/group, kh, kw]; DENSE: w [cout, cin]; b [cout].
      * Both NULL when the weights of this node were left out of a
-     * segment-only model file. */
+     * segment-only model file. When w_layout is set, w holds w_bytes bytes
+     * in that layout instead (prepacked by `convert`). */
     int cout, cin;
     const float *w;
     const float *b;
+    const si_layout_t *w_layout;
+    size_t w_bytes;
 } si_node_t;
 
 typedef struct si_segment {
@@ -109,6 +126,8 @@ typedef struct si_graph {
     int n_blocks;
     int *block_cut, *block_layer, *block_index;
     int head_cut;       /* index into cuts[] where the head starts */
+
+    si_layout_t *layouts; /* per node, for prepacked weights (owned; may be NULL) */
 
     /* Weight storage: exactly one of these is in use. */
     float *arena;      /* owned, freed by si_graph_free */

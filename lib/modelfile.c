@@ -31,15 +31,41 @@ typedef struct sfm_node {
     int32_t group, count_include_pad, act, cout, cin;
     float act_lo, act_hi;
     char name[SI_MAX_NAME];
+    int32_t pad0_;        /* explicit: the file has no implicit padding bytes */
     int64_t w_off, b_off; /* bytes from the start of the file, -1: left out */
+    int64_t w_bytes;      /* bytes at w_off */
+    int32_t packed;       /* 1: weights in `layout`, else plain */
+    int32_t pad_;
+    si_layout_t layout;
 } sfm_node_t;
 
 _Static_assert(sizeof(sfm_header_t) == 64, "header is 64 bytes");
+_Static_assert(sizeof(sfm_node_t) == 432, "node records have no implicit padding");
 
 static uint64_t align64(uint64_t x) { return (x + 63) & ~(uint64_t)63; }
 
 static size_t weight_floats(const si_node_t *n) {
     return (size_t)n->cout * (size_t)n->cin * (size_t)(n->kh * n->kw);
+}
+
+static size_t weight_bytes(const si_node_t *n) {
+    return n->w_layout ? n->w_bytes : weight_floats(n) * sizeof(float);
+}
+
+/* A layout read from a file: sane enough to hand to oneDNN, which checks the
+ * rest (the engine also compares dims and size with the node's). */
+static int layout_ok(const si_layout_t *l) {
+    if (l->ndims < 2 || l->ndims > 5 || l->inner_nblks < 0 || l->inner_nblks > SI_LAYOUT_MAX_DIMS)
+        return 0;
+    for (int i = 0; i < l->ndims; i++)
+        if (l->dims[i] < 1 || l->padded_dims[i] < l->dims[i] || l->padded_dims[i] > 1 << 20 ||
+            l->strides[i] < 0 || l->strides[i] > (int64_t)1 << 40)
+            return 0;
+    for (int i = 0; i < l->inner_nblks; i++)
+        if (l->inner_blks[i] < 1 || l->inner_blks[i] > 64 || l->inner_idxs[i] < 0 ||
+            l->inner_idxs[i] >= l->ndims)
+            return 0;
+    return 1;
 }
 
 static int has_weights(const si_node_t *n) { return n->op == SI_OP_CONV || n->op == SI_OP_DENSE; }
@@ -69,9 +95,10 @@ int si_sfm_save(const si_graph_t *g, const si_segment_t *seg, const char *path, 
     for (int i = 0; i < g->n_nodes; i++) {
         const si_node_t *n = &g->nodes[i];
         sfm_node_t *r = &nodes[i];
+        memset(r, 0, sizeof *r);
         *r = (sfm_node_t){n->op, n->in, n->in2, n->out, n->kh, n->kw, n->sh, n->sw, n->dh, n->dw,
                           n->pad_t, n->pad_l, n->pad_b, n->pad_r, n->group, n->count_include_pad,
-                          n->act, n->cout, n->cin, n->act_lo, n->act_hi, {0}, -1, -1};
+                          n->act, n->cout, n->cin, n->act_lo, n->act_hi, {0}, 0, -1, -1, 0, 0, 0, {0}};
         memcpy(r->name, n->name, SI_MAX_NAME);
         if (has_weights(n) && i >= nb && i < ne) {
             if (!n->w || !n->b) {
@@ -79,7 +106,9 @@ int si_sfm_save(const si_graph_t *g, const si_segment_t *seg, const char *path, 
                 goto fail;
             }
             r->w_off = (int64_t)off;
-            off = align64(off + weight_floats(n) * sizeof(float));
+            r->w_bytes = (int64_t)weight_bytes(n);
+            if (n->w_layout) r->packed = 1, r->layout = *n->w_layout;
+            off = align64(off + weight_bytes(n));
             r->b_off = (int64_t)off;
             off = align64(off + (size_t)n->cout * sizeof(float));
         }
@@ -104,7 +133,7 @@ int si_sfm_save(const si_graph_t *g, const si_segment_t *seg, const char *path, 
         if (nodes[i].w_off < 0) continue;
         const void *parts[2] = {n->w, n->b};
         int64_t offs[2] = {nodes[i].w_off, nodes[i].b_off};
-        size_t lens[2] = {weight_floats(n) * sizeof(float), (size_t)n->cout * sizeof(float)};
+        size_t lens[2] = {weight_bytes(n), (size_t)n->cout * sizeof(float)};
         for (int k = 0; k < 2 && ok; k++) {
             ok = fwrite(zeros, 1, (size_t)((uint64_t)offs[k] - pos), f) == (size_t)((uint64_t)offs[k] - pos) &&
                  fwrite(parts[k], 1, lens[k], f) == lens[k];
@@ -211,6 +240,19 @@ si_graph_t *si_sfm_load(const char *path, si_err_t *err) {
         }
         if (has_weights(&n) && r.w_off >= 0) {
             size_t wl = weight_floats(&n) * sizeof(float), bl = (size_t)n.cout * sizeof(float);
+            if (r.packed) {
+                if (!layout_ok(&r.layout) || r.w_bytes < (int64_t)wl || r.w_bytes > (int64_t)(16 * wl)) {
+                    si_err_set(err, "corrupt model file (weight layout of node %s)", n.name);
+                    goto fail;
+                }
+                if (!g->layouts && !(g->layouts = calloc(h.n_nodes, sizeof *g->layouts))) {
+                    si_err_set(err, "out of memory");
+                    goto fail;
+                }
+                g->layouts[i] = r.layout;
+                n.w_layout = &g->layouts[i];
+                n.w_bytes = wl = (size_t)r.w_bytes;
+            }
             if (!in_file(r.w_off, wl, len) || !in_file(r.b_off, bl, len)) {
                 si_err_set(err, "truncated or corrupt model file (weights of node %s)", n.name);
                 goto fail;

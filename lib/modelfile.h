@@ -9,7 +9,8 @@
  *            offsets, the cut range whose weights the file carries
  *   values   n_values x { i32 ndim; i32 dims[4] }
  *   nodes    n_nodes  x fixed-size records (op, geometry, activation, name,
- *            byte offsets of weights and bias or -1 when left out)
+ *            byte offsets of weights and bias or -1 when left out, and the
+ *            weights' layout when they are prepacked)
  *   weights  float32 arrays, each starting on a 64-byte boundary
  *
  * Every node is present even in a segment-only file (what a stage image
@@ -27,7 +28,7 @@
 #include "graph.h"
 
 #define SI_SFM_MAGIC "SIFMODEL"
-#define SI_SFM_VERSION 1
+#define SI_SFM_VERSION 2
 
 /* Loads a model file: .sfm (recognized by its magic) or ONNX. */
 si_graph_t *si_model_load(const char *path, si_err_t *err);
