@@ -394,6 +394,71 @@ static void test_sfm_roundtrip(void **state) {
     free_tiny(g);
 }
 
+/* Weights saved in the engine's own layout load back zero-copy from the
+ * mapping and compute the same output. */
+static void test_sfm_prepacked(void **state) {
+    (void)state;
+    si_err_t err = {{0}};
+    si_graph_t *g = tiny_graph();
+    assert_int_equal(si_graph_finish(g, NULL), 0);
+    si_segment_t s;
+    assert_int_equal(si_graph_segment(g, NULL, &s, &err), 0);
+    si_engine_t *e = si_engine_create(g, &s, 1, &err);
+    assert_non_null(e);
+    float *in = rand_array(4 * 9 * 9, 1.0f), want[5], got[5];
+    assert_int_equal(si_engine_run(e, in, want, &err), 0);
+    si_layout_t layouts[16];
+    const float *orig_w[16];
+    int packed = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const void *data;
+        size_t bytes;
+        orig_w[i] = g->nodes[i].w;
+        if (si_engine_weights(e, i, &layouts[i], &data, &bytes) != 1) continue;
+        g->nodes[i].w = data, g->nodes[i].w_layout = &layouts[i], g->nodes[i].w_bytes = bytes;
+        packed++;
+    }
+    assert_true(packed >= 3); /* the 3x3 and 1x1 convs are blocked on this CPU */
+    char path[] = "/tmp/si_test_XXXXXX";
+    close(mkstemp(path));
+    assert_int_equal(si_sfm_save(g, NULL, path, &err), 0);
+    si_engine_free(e);
+    for (int i = 0; i < g->n_nodes; i++) g->nodes[i].w = orig_w[i], g->nodes[i].w_layout = NULL;
+
+    si_graph_t *h = si_model_load(path, &err);
+    assert_non_null(h);
+    si_segment_t hs;
+    assert_int_equal(si_graph_segment(h, NULL, &hs, &err), 0);
+    e = si_engine_create(h, &hs, 1, &err);
+    assert_non_null(e);
+    assert_int_equal(si_engine_run(e, in, got, &err), 0);
+    for (int k = 0; k < 5; k++) assert_true(fabsf(got[k] - want[k]) <= 1e-6f * (1 + fabsf(want[k])));
+    int zero_copy = 0;
+    for (int i = 0; i < h->n_nodes; i++) {
+        si_layout_t l;
+        const void *data;
+        size_t bytes;
+        if (!h->nodes[i].w_layout || si_engine_weights(e, i, &l, &data, &bytes) < 0) continue;
+        if ((const char *)data >= (const char *)h->map &&
+            (const char *)data < (const char *)h->map + h->map_len)
+            zero_copy++;
+    }
+    assert_int_equal(zero_copy, packed);
+    /* A layout that disagrees with the node's shape is refused, not trusted. */
+    for (int i = 0; i < h->n_nodes; i++)
+        if (h->nodes[i].w_layout) {
+            h->layouts[i].dims[0] += 8;
+            break;
+        }
+    si_engine_free(e);
+    assert_null(si_engine_create(h, &hs, 1, &err));
+    assert_non_null(strstr(err.msg, "wrong shape"));
+    si_graph_free(h);
+    unlink(path);
+    free(in);
+    free_tiny(g);
+}
+
 static void test_onnx_garbage(void **state) {
     (void)state;
     si_err_t err = {{0}};
@@ -413,6 +478,7 @@ int main(void) {
         cmocka_unit_test(test_engine_matches_reference),
         cmocka_unit_test(test_bands_stitch),
         cmocka_unit_test(test_sfm_roundtrip),
+        cmocka_unit_test(test_sfm_prepacked),
         cmocka_unit_test(test_onnx_garbage),
     };
     si_engine_set_threads(1);
