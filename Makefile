@@ -60,6 +60,9 @@ deps:
 deps-bench: deps
 	$(call apt_install,$(BENCH_PKGS))
 
+# Generated sources are kept (make would delete them as intermediates).
+.SECONDARY: $(GEN_SRC)
+
 build/gen/onnx.pb-c.c: $(ONNX_PROTO)
 	@mkdir -p build/gen
 	cp $(ONNX_PROTO) build/gen/onnx.proto

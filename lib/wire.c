@@ -1,0 +1,575 @@
+/*
+ * wire.c - StageRequest / StageReply with protobuf-c, and the float32 <->
+ * bfloat16 / float16 conversions (see wire.h).
+ *
+ * Packing goes through protobuf_c_message_pack_to_buffer() with our own sink
+ * (a ProtobufCBuffer) instead of protobuf_c_message_pack(): the Tensor's bytes
+ * field points at the caller's floats, and when protobuf-c hands the sink that
+ * range the sink either copies it (fp32), converts it element by element
+ * (bf16/fp16), or, for the iov variant, only notes where it goes. So no dtype
+ * needs an intermediate array, and fp32 needs no copy at all for writev().
+ */
+#include "wire.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "splitinfer.pb-c.h"
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "wire.c moves float32 bytes as they lie in memory: it needs a little-endian host"
+#endif
+
+_Static_assert(sizeof(float) == 4, "float must be IEEE binary32");
+_Static_assert((int)SI_WIRE_FP32 == SPLITINFER__TENSOR__DTYPE__FLOAT32 &&
+                   (int)SI_WIRE_BF16 == SPLITINFER__TENSOR__DTYPE__BFLOAT16 &&
+                   (int)SI_WIRE_FP16 == SPLITINFER__TENSOR__DTYPE__FLOAT16,
+               "si_wire_dtype_t must mirror Tensor.DType");
+
+/* ---- dtypes ---- */
+
+int si_wire_dtype_parse(const char *s, si_wire_dtype_t *out, si_err_t *err) {
+    static const char *const names[] = {"fp32", "bf16", "fp16"};
+    for (int i = 0; s && i < 3; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            *out = (si_wire_dtype_t)i;
+            return 0;
+        }
+    }
+    return si_err_set(err, "unknown wire dtype '%s' (want fp32, bf16 or fp16)", s ? s : "(null)");
+}
+
+const char *si_wire_dtype_name(si_wire_dtype_t dt) {
+    switch (dt) {
+    case SI_WIRE_FP32: return "fp32";
+    case SI_WIRE_BF16: return "bf16";
+    case SI_WIRE_FP16: return "fp16";
+    }
+    return "?";
+}
+
+size_t si_wire_dtype_size(si_wire_dtype_t dt) {
+    switch (dt) {
+    case SI_WIRE_FP32: return 4;
+    case SI_WIRE_BF16:
+    case SI_WIRE_FP16: return 2;
+    }
+    return 0;
+}
+
+static inline uint32_t f32_bits(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    return x;
+}
+
+static inline float bits_f32(uint32_t x) {
+    float f;
+    memcpy(&f, &x, sizeof f);
+    return f;
+}
+
+static inline uint16_t to_bf16(float f) {
+    uint32_t x = f32_bits(f);
+    /* NaN: truncating could clear every mantissa bit left and make it inf;
+     * setting the quiet bit keeps it a NaN (and keeps the payload's top bits). */
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x0040u);
+    /* Round to nearest even: add just under half an ulp, plus one when the bit
+     * that stays (bit 16) is odd, so exact halves go to the even neighbour.
+     * A carry out of the mantissa bumps the exponent, which is right, up to
+     * rounding the largest floats to inf. */
+    x += 0x7fffu + ((x >> 16) & 1u);
+    return (uint16_t)(x >> 16);
+}
+
+static inline float from_bf16(uint16_t h) {
+    return bits_f32((uint32_t)h << 16);
+}
+
+static inline uint16_t to_f16(float f) {
+    uint32_t x = f32_bits(f);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+    uint32_t a = x & 0x7fffffffu; /* |f| as bits; orders like the value */
+
+    if (a > 0x7f800000u) /* NaN: quiet, with the payload's top bits */
+        return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x03ffu));
+    /* 65520 = 65504 + half an ulp (2^4 of 2^5) is the tie between the largest
+     * half, 65504 (odd mantissa), and 2^16, which overflows: it and everything
+     * above round to inf. */
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);
+    if (a >= 0x38800000u) { /* >= 2^-14: a normal half */
+        /* Rebias the exponent (127 -> 15: subtract 112 << 23) and drop 13
+         * mantissa bits, rounding to nearest even; a carry into the exponent is
+         * the correct result. */
+        uint32_t h = (a - 0x38000000u) >> 13;
+        uint32_t rem = a & 0x1fffu;
+        if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
+        return (uint16_t)(sign | h);
+    }
+    /* Subnormal half: value = m x 2^-24 with m < 1024. The float is
+     * mant x 2^(e - 150) with the implicit bit in mant, so m = mant >> (126 - e).
+     * Below e = 102 (|f| < 2^-25, under half the smallest subnormal) that is 0. */
+    uint32_t e = a >> 23;
+    if (e < 102) return sign;
+    uint32_t mant = (a & 0x7fffffu) | 0x800000u;
+    uint32_t s = 126 - e; /* 14..24 */
+    uint32_t h = mant >> s;
+    uint32_t rem = mant & ((1u << s) - 1u), half = 1u << (s - 1);
+    if (rem > half || (rem == half && (h & 1u))) h++; /* may become 0x400: 2^-14, right */
+    return (uint16_t)(sign | h);
+}
+
+static inline float from_f16(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 0x1f) return bits_f32(sign | 0x7f800000u | (m << 13)); /* inf, NaN */
+    if (e != 0) return bits_f32(sign | ((e + 112u) << 23) | (m << 13));
+    /* zero or subnormal: m x 2^-24, exact in float (a normal float there). */
+    float v = (float)m * 0x1p-24f;
+    return sign ? -v : v;
+}
+
+uint16_t si_wire_f32_to_bf16(float f) {
+    return to_bf16(f);
+}
+float si_wire_bf16_to_f32(uint16_t h) {
+    return from_bf16(h);
+}
+uint16_t si_wire_f32_to_f16(float f) {
+    return to_f16(f);
+}
+float si_wire_f16_to_f32(uint16_t h) {
+    return from_f16(h);
+}
+
+void si_wire_pack_elems(si_wire_dtype_t dt, const float *src, size_t n, uint8_t *dst) {
+    switch (dt) {
+    case SI_WIRE_FP32: memcpy(dst, src, n * sizeof(float)); break;
+    case SI_WIRE_BF16:
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h = to_bf16(src[i]);
+            dst[2 * i] = (uint8_t)h, dst[2 * i + 1] = (uint8_t)(h >> 8);
+        }
+        break;
+    case SI_WIRE_FP16:
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h = to_f16(src[i]);
+            dst[2 * i] = (uint8_t)h, dst[2 * i + 1] = (uint8_t)(h >> 8);
+        }
+        break;
+    }
+}
+
+void si_wire_unpack_elems(si_wire_dtype_t dt, const uint8_t *src, size_t n, float *dst) {
+    switch (dt) {
+    case SI_WIRE_FP32: memcpy(dst, src, n * sizeof(float)); break;
+    case SI_WIRE_BF16:
+        for (size_t i = 0; i < n; i++)
+            dst[i] = from_bf16((uint16_t)(src[2 * i] | src[2 * i + 1] << 8));
+        break;
+    case SI_WIRE_FP16:
+        for (size_t i = 0; i < n; i++)
+            dst[i] = from_f16((uint16_t)(src[2 * i] | src[2 * i + 1] << 8));
+        break;
+    }
+}
+
+/* One 16-bit element of src as dt, little-endian. */
+static inline uint16_t elem16(si_wire_dtype_t dt, float f) {
+    return dt == SI_WIRE_BF16 ? to_bf16(f) : to_f16(f);
+}
+
+/* Writes wire bytes [off, off + len) of src as dt to dst. protobuf-c hands the
+ * bytes field over in one piece today, but nothing promises that, so any byte
+ * range works, including ones that split an element. */
+static void put_elems(si_wire_dtype_t dt, const float *src, size_t off, size_t len, uint8_t *dst) {
+    if (dt == SI_WIRE_FP32) {
+        memcpy(dst, (const uint8_t *)src + off, len);
+        return;
+    }
+    size_t i = off;
+    if (len && (i & 1)) { /* starts on an element's high byte */
+        *dst++ = (uint8_t)(elem16(dt, src[i / 2]) >> 8);
+        i++, len--;
+    }
+    if (i % 2 == 0 && len >= 2) {
+        si_wire_pack_elems(dt, src + i / 2, len / 2, dst);
+        dst += len / 2 * 2, i += len / 2 * 2, len -= len / 2 * 2;
+    }
+    if (len) *dst = (uint8_t)elem16(dt, src[i / 2]); /* ends on a low byte */
+}
+
+/* ---- validation ---- */
+
+/* "[1,64,56,56]" */
+static const char *fmt_dims(int ndim, const int64_t *dims, char *buf, size_t len) {
+    size_t n = (size_t)snprintf(buf, len, "[");
+    for (int i = 0; i < ndim && n < len; i++)
+        n += (size_t)snprintf(buf + n, len - n, "%s%lld", i ? "," : "", (long long)dims[i]);
+    if (n < len) snprintf(buf + n, len - n, "]");
+    return buf;
+}
+
+/* Checks ndim and dims and stores the element count; the product is checked
+ * against the limit before each multiplication, so it cannot overflow. */
+static int check_dims(int ndim, const int64_t *dims, int64_t *numel, const char *what,
+                      si_err_t *err) {
+    if (ndim != 2 && ndim != 4)
+        return si_err_set(err, "%s: %d dims; want 4 (N,C,H,W) or 2 (N,C)", what, ndim);
+    char b[128];
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (dims[i] <= 0)
+            return si_err_set(err, "%s: dims %s: dim %d is not > 0", what,
+                              fmt_dims(ndim, dims, b, sizeof b), i);
+        if (dims[i] > SI_WIRE_MAX_ELEMS / n)
+            return si_err_set(err, "%s: dims %s: more than %lld elements", what,
+                              fmt_dims(ndim, dims, b, sizeof b), (long long)SI_WIRE_MAX_ELEMS);
+        n *= dims[i];
+    }
+    *numel = n;
+    return 0;
+}
+
+int64_t si_wire_tensor_numel(const si_wire_tensor_t *t) {
+    int64_t n;
+    return t && check_dims(t->ndim, t->dims, &n, "", NULL) == 0 ? n : 0;
+}
+
+static int check_str(const char *s, const char *what, si_err_t *err) {
+    if (s && strnlen(s, SI_WIRE_MAX_STR + 1) > SI_WIRE_MAX_STR)
+        return si_err_set(err, "%s: longer than %d bytes", what, SI_WIRE_MAX_STR);
+    return 0;
+}
+
+static int check_dtype(int dt, const char *what, si_err_t *err) {
+    if (!si_wire_dtype_size((si_wire_dtype_t)dt))
+        return si_err_set(err, "%s: unknown dtype %d (want 0 fp32, 1 bf16, 2 fp16)", what, dt);
+    return 0;
+}
+
+/* Row 0 of a band and its height must leave every row an int32. */
+static int check_row0(const si_wire_tensor_t *t, int32_t row0, const char *what, si_err_t *err) {
+    if (row0 < 0) return si_err_set(err, "%s: first row %d is negative", what, (int)row0);
+    if (t->ndim == 2 && row0 != 0)
+        return si_err_set(err, "%s: first row %d for a 2-d tensor, which has no rows", what,
+                          (int)row0);
+    if (t->ndim == 4 && (int64_t)row0 + t->dims[2] > INT32_MAX)
+        return si_err_set(err, "%s: rows %d + %lld overflow int32", what, (int)row0,
+                          (long long)t->dims[2]);
+    return 0;
+}
+
+static int check_request_rows(const si_wire_request_t *r, si_err_t *err) {
+    if (check_row0(&r->input, r->input_row0, "StageRequest.input_row0", err)) return -1;
+    int32_t b = r->out_row_begin, e = r->out_row_end;
+    if (b < 0 || e < 0)
+        return si_err_set(err, "StageRequest: output rows [%d, %d) negative", (int)b, (int)e);
+    if (!(b == 0 && e == 0) && b >= e)
+        return si_err_set(err, "StageRequest: output rows [%d, %d) empty (0, 0 means all rows)",
+                          (int)b, (int)e);
+    return 0;
+}
+
+/* ---- packing ---- */
+
+/* A ProtobufCBuffer that writes into a buffer sized by get_packed_size and
+ * treats the bytes of the tensor (a range of the caller's floats) specially. */
+typedef struct sink {
+    ProtobufCBuffer base;  /* first, so protobuf-c's buffer pointer is ours */
+    uint8_t *out;          /* packed bytes so far */
+    size_t len, cap;       /* bytes in out, bytes it holds */
+    const float *elems;    /* the caller's floats; their first elems_len bytes
+                              stand for the tensor's bytes field */
+    size_t elems_len;      /* wire bytes of the tensor */
+    si_wire_dtype_t dtype; /* how the elements travel */
+    int by_ref;            /* leave fp32 elements where they are (iov) */
+    size_t seen;           /* element bytes protobuf-c has handed over */
+    int bad;               /* protobuf-c did something unexpected */
+} sink_t;
+
+static void sink_append(ProtobufCBuffer *b, size_t len, const uint8_t *data) {
+    sink_t *s = (sink_t *)b;
+    if (len == 0) return;
+    uintptr_t p = (uintptr_t)data, e0 = (uintptr_t)s->elems;
+    if (p >= e0 && p - e0 < s->elems_len) { /* tensor bytes */
+        size_t off = (size_t)(p - e0);
+        if (off != s->seen || len > s->elems_len - off) { /* out of order */
+            s->bad = 1;
+            return;
+        }
+        s->seen += len;
+        if (s->by_ref) return; /* they stay in the caller's buffer */
+        if (len > s->cap - s->len) {
+            s->bad = 1;
+            return;
+        }
+        put_elems(s->dtype, s->elems, off, len, s->out + s->len);
+        s->len += len;
+        return;
+    }
+    /* The iov form is [header][elements]: nothing may follow them. The .proto
+     * keeps the tensor last for exactly this. */
+    if (len > s->cap - s->len || (s->by_ref && s->seen)) {
+        s->bad = 1;
+        return;
+    }
+    memcpy(s->out + s->len, data, len);
+    s->len += len;
+}
+
+/* Sets up pb to pack t. Every dtype's bytes field points at the caller's floats:
+ * for fp32 they are the bytes to send; for bf16/fp16 the first half of them
+ * stands in for the converted elements, which the sink produces as protobuf-c
+ * reaches them (pack_to_buffer never reads a bytes field itself). */
+static int tensor_to_pb(const si_wire_tensor_t *t, Splitinfer__Tensor *pb, const char *what,
+                        si_err_t *err) {
+    int64_t numel;
+    if (check_dims(t->ndim, t->dims, &numel, what, err)) return -1;
+    if (check_dtype((int)t->dtype, what, err)) return -1;
+    if (!t->data) return si_err_set(err, "%s: no data", what);
+    splitinfer__tensor__init(pb);
+    pb->n_dims = (size_t)t->ndim;
+    pb->dims = (int64_t *)t->dims; /* protobuf-c's fields are not const; packing only reads */
+    pb->dtype = (Splitinfer__Tensor__DType)t->dtype;
+    pb->data.data = (uint8_t *)t->data;
+    pb->data.len = (size_t)numel * si_wire_dtype_size(t->dtype);
+    return 0;
+}
+
+/* Packs msg whose tensor is t. With iov NULL: one malloc'd buffer in *out, *len.
+ * With iov: fp32 elements by reference, the rest in iov->owned. */
+static int pack(const ProtobufCMessage *msg, const si_wire_tensor_t *t,
+                const Splitinfer__Tensor *pb, uint8_t **out, size_t *len, si_wire_packed_t *iov,
+                si_err_t *err) {
+    sink_t s = {.base = {.append = sink_append},
+                .elems = t->data,
+                .elems_len = pb->data.len,
+                .dtype = t->dtype,
+                .by_ref = iov && t->dtype == SI_WIRE_FP32};
+    size_t total = protobuf_c_message_get_packed_size(msg);
+    s.cap = s.by_ref ? total - s.elems_len : total;
+    s.out = malloc(s.cap ? s.cap : 1);
+    if (!s.out) return si_err_set(err, "out of memory packing %zu bytes", total);
+    protobuf_c_message_pack_to_buffer(msg, &s.base);
+    if (s.bad || s.len != s.cap || s.seen != s.elems_len) {
+        free(s.out);
+        return si_err_set(err, "protobuf-c packed %s in an unexpected shape (%zu of %zu bytes)",
+                          msg->descriptor->short_name, s.len, s.cap);
+    }
+    if (!iov) {
+        *out = s.out, *len = total;
+        return 0;
+    }
+    memset(iov, 0, sizeof *iov);
+    iov->owned = s.out;
+    iov->len = total;
+    iov->iov[0] = (struct iovec){.iov_base = s.out, .iov_len = s.len};
+    iov->iovcnt = 1;
+    if (s.by_ref) /* the one place a const buffer becomes an iovec's void * */
+        iov->iov[iov->iovcnt++] =
+            (struct iovec){.iov_base = (void *)t->data, .iov_len = s.elems_len};
+    return 0;
+}
+
+static int request_to_pb(const si_wire_request_t *r, Splitinfer__StageRequest *m,
+                         Splitinfer__Tensor *t, si_err_t *err) {
+    if (!r) return si_err_set(err, "StageRequest: NULL");
+    if (check_str(r->request_id, "StageRequest.request_id", err) ||
+        check_str(r->segment, "StageRequest.segment", err) ||
+        check_dtype((int)r->reply_dtype, "StageRequest.reply_dtype", err) ||
+        tensor_to_pb(&r->input, t, "StageRequest.input", err) || check_request_rows(r, err))
+        return -1;
+    splitinfer__stage_request__init(m);
+    m->request_id = (char *)(r->request_id ? r->request_id : protobuf_c_empty_string);
+    m->segment = (char *)(r->segment ? r->segment : protobuf_c_empty_string);
+    m->input_row0 = r->input_row0;
+    m->out_row_begin = r->out_row_begin;
+    m->out_row_end = r->out_row_end;
+    m->reply_dtype = (Splitinfer__Tensor__DType)r->reply_dtype;
+    m->input = t;
+    return 0;
+}
+
+static int reply_to_pb(const si_wire_reply_t *r, Splitinfer__StageReply *m, Splitinfer__Timings *tm,
+                       Splitinfer__Tensor *t, si_err_t *err) {
+    if (!r) return si_err_set(err, "StageReply: NULL");
+    if (check_str(r->request_id, "StageReply.request_id", err) ||
+        tensor_to_pb(&r->output, t, "StageReply.output", err) ||
+        check_row0(&r->output, r->out_row0, "StageReply.out_row0", err))
+        return -1;
+    splitinfer__timings__init(tm);
+    tm->decode_us = r->timings.decode_us;
+    tm->queue_us = r->timings.queue_us;
+    tm->compute_us = r->timings.compute_us;
+    tm->encode_us = r->timings.encode_us;
+    splitinfer__stage_reply__init(m);
+    m->request_id = (char *)(r->request_id ? r->request_id : protobuf_c_empty_string);
+    m->out_row0 = r->out_row0;
+    m->timings = tm;
+    m->output = t;
+    return 0;
+}
+
+int si_wire_encode_request(const si_wire_request_t *req, uint8_t **out, size_t *len,
+                           si_err_t *err) {
+    Splitinfer__StageRequest m;
+    Splitinfer__Tensor t;
+    if (request_to_pb(req, &m, &t, err)) return -1;
+    return pack(&m.base, &req->input, &t, out, len, NULL, err);
+}
+
+int si_wire_encode_request_iov(const si_wire_request_t *req, si_wire_packed_t *out, si_err_t *err) {
+    Splitinfer__StageRequest m;
+    Splitinfer__Tensor t;
+    if (request_to_pb(req, &m, &t, err)) return -1;
+    return pack(&m.base, &req->input, &t, NULL, NULL, out, err);
+}
+
+int si_wire_encode_reply(const si_wire_reply_t *rep, uint8_t **out, size_t *len, si_err_t *err) {
+    Splitinfer__StageReply m;
+    Splitinfer__Timings tm;
+    Splitinfer__Tensor t;
+    if (reply_to_pb(rep, &m, &tm, &t, err)) return -1;
+    return pack(&m.base, &rep->output, &t, out, len, NULL, err);
+}
+
+int si_wire_encode_reply_iov(const si_wire_reply_t *rep, si_wire_packed_t *out, si_err_t *err) {
+    Splitinfer__StageReply m;
+    Splitinfer__Timings tm;
+    Splitinfer__Tensor t;
+    if (reply_to_pb(rep, &m, &tm, &t, err)) return -1;
+    return pack(&m.base, &rep->output, &t, NULL, NULL, out, err);
+}
+
+void si_wire_packed_free(si_wire_packed_t *p) {
+    if (!p) return;
+    free(p->owned);
+    memset(p, 0, sizeof *p);
+}
+
+/* ---- unpacking ---- */
+
+/* Validates pb and points v at its elements: straight into the unpacked
+ * message for aligned fp32, else converted into scratch or a malloc'd array. */
+static int tensor_from_pb(const Splitinfer__Tensor *pb, si_wire_tensor_t *v, si_wire_owned_t *own,
+                          const si_wire_decode_opts_t *opts, const char *what, si_err_t *err) {
+    if (!pb) return si_err_set(err, "%s: missing", what);
+    if (pb->n_dims != 2 && pb->n_dims != 4)
+        return si_err_set(err, "%s: %zu dims; want 4 (N,C,H,W) or 2 (N,C)", what, pb->n_dims);
+    int64_t numel;
+    if (check_dims((int)pb->n_dims, pb->dims, &numel, what, err)) return -1;
+    if (check_dtype((int)pb->dtype, what, err)) return -1;
+    si_wire_dtype_t dt = (si_wire_dtype_t)pb->dtype;
+    size_t want = (size_t)numel * si_wire_dtype_size(dt);
+    if (pb->data.len != want) {
+        char b[128];
+        return si_err_set(err, "%s: %zu data bytes, but dims %s as %s need %zu", what, pb->data.len,
+                          fmt_dims((int)pb->n_dims, pb->dims, b, sizeof b), si_wire_dtype_name(dt),
+                          want);
+    }
+    memset(v, 0, sizeof *v);
+    v->ndim = (int)pb->n_dims;
+    memcpy(v->dims, pb->dims, pb->n_dims * sizeof *pb->dims);
+    v->dtype = dt;
+    const uint8_t *bytes = pb->data.data;
+    if (dt == SI_WIRE_FP32 && (uintptr_t)bytes % _Alignof(float) == 0) {
+        v->data = (const float *)(const void *)bytes; /* zero copy */
+        return 0;
+    }
+    /* A deliberate copy: the engine needs aligned float32. */
+    float *dst = NULL;
+    if (opts && opts->scratch && opts->scratch_cap >= (size_t)numel) {
+        dst = opts->scratch;
+    } else {
+        dst = malloc((size_t)numel * sizeof *dst);
+        if (!dst)
+            return si_err_set(err, "%s: out of memory for %lld floats", what, (long long)numel);
+        own->floats = dst;
+    }
+    si_wire_unpack_elems(dt, bytes, (size_t)numel, dst);
+    v->data = dst;
+    return 0;
+}
+
+static void owned_free(si_wire_owned_t *o) {
+    if (o->msg) protobuf_c_message_free_unpacked(o->msg, o->alloc);
+    free(o->floats);
+}
+
+int si_wire_decode_request(const void *buf, size_t len, si_wire_request_t *req,
+                           const si_wire_decode_opts_t *opts, si_err_t *err) {
+    static const uint8_t empty[1];
+    memset(req, 0, sizeof *req);
+    if (!buf) {
+        if (len) return si_err_set(err, "StageRequest: NULL buffer of %zu bytes", len);
+        buf = empty;
+    }
+    ProtobufCAllocator *alloc = opts ? opts->alloc : NULL;
+    Splitinfer__StageRequest *m = splitinfer__stage_request__unpack(alloc, len, buf);
+    if (!m)
+        return si_err_set(err, "StageRequest: malformed or truncated protobuf (%zu bytes)", len);
+    req->owned.msg = m;
+    req->owned.alloc = alloc;
+    req->request_id = m->request_id;
+    req->segment = m->segment;
+    req->input_row0 = m->input_row0;
+    req->out_row_begin = m->out_row_begin;
+    req->out_row_end = m->out_row_end;
+    req->reply_dtype = (si_wire_dtype_t)m->reply_dtype;
+    if (check_str(m->request_id, "StageRequest.request_id", err) ||
+        check_str(m->segment, "StageRequest.segment", err) ||
+        check_dtype((int)m->reply_dtype, "StageRequest.reply_dtype", err) ||
+        tensor_from_pb(m->input, &req->input, &req->owned, opts, "StageRequest.input", err) ||
+        check_request_rows(req, err)) {
+        si_wire_request_free(req);
+        return -1;
+    }
+    return 0;
+}
+
+void si_wire_request_free(si_wire_request_t *req) {
+    if (!req) return;
+    owned_free(&req->owned);
+    memset(req, 0, sizeof *req);
+}
+
+int si_wire_decode_reply(const void *buf, size_t len, si_wire_reply_t *rep,
+                         const si_wire_decode_opts_t *opts, si_err_t *err) {
+    static const uint8_t empty[1];
+    memset(rep, 0, sizeof *rep);
+    if (!buf) {
+        if (len) return si_err_set(err, "StageReply: NULL buffer of %zu bytes", len);
+        buf = empty;
+    }
+    ProtobufCAllocator *alloc = opts ? opts->alloc : NULL;
+    Splitinfer__StageReply *m = splitinfer__stage_reply__unpack(alloc, len, buf);
+    if (!m) return si_err_set(err, "StageReply: malformed or truncated protobuf (%zu bytes)", len);
+    rep->owned.msg = m;
+    rep->owned.alloc = alloc;
+    rep->request_id = m->request_id;
+    rep->out_row0 = m->out_row0;
+    if (m->timings) {
+        rep->timings.decode_us = m->timings->decode_us;
+        rep->timings.queue_us = m->timings->queue_us;
+        rep->timings.compute_us = m->timings->compute_us;
+        rep->timings.encode_us = m->timings->encode_us;
+    }
+    if (check_str(m->request_id, "StageReply.request_id", err) ||
+        tensor_from_pb(m->output, &rep->output, &rep->owned, opts, "StageReply.output", err) ||
+        check_row0(&rep->output, rep->out_row0, "StageReply.out_row0", err)) {
+        si_wire_reply_free(rep);
+        return -1;
+    }
+    return 0;
+}
+
+void si_wire_reply_free(si_wire_reply_t *rep) {
+    if (!rep) return;
+    owned_free(&rep->owned);
+    memset(rep, 0, sizeof *rep);
+}

@@ -1,0 +1,813 @@
+/* test_wire.c - StageRequest / StageReply packing and the bf16 / fp16
+ * conversions: exact round trips, rounding checked against independent
+ * references (the compiler's _Float16, a bf16 rounding done in double), zero
+ * copy asserted on pointers, and every malformed input we can think of (and
+ * many we cannot: random bytes, mutations, every truncation) refused cleanly. */
+#include <float.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "splitinfer.pb-c.h"
+#include "wire.h"
+
+static uint32_t rng = 12345;
+static uint32_t rnd(void) { /* xorshift32: reproducible */
+    rng ^= rng << 13, rng ^= rng >> 17, rng ^= rng << 5;
+    return rng;
+}
+static float frand(float scale) {
+    return ((float)(rnd() >> 8) / (float)(1u << 24) * 2 - 1) * scale;
+}
+
+static uint32_t bits(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    return x;
+}
+static float from_bits(uint32_t x) {
+    float f;
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+static int is_f16_nan(uint16_t h) {
+    return (h & 0x7c00) == 0x7c00 && (h & 0x3ff);
+}
+static int is_bf16_nan(uint16_t h) {
+    return (h & 0x7f80) == 0x7f80 && (h & 0x7f);
+}
+
+/* A [1,2,3,4] request (plus specials for fp32) for message tests. */
+static float small[24];
+static void fill_small(int specials) {
+    for (int i = 0; i < 24; i++) small[i] = frand(3);
+    if (specials) {
+        small[0] = -0.0f, small[1] = INFINITY, small[2] = -INFINITY;
+        small[3] = from_bits(0x7fc01234), small[4] = FLT_MIN / 8, small[5] = FLT_MAX;
+    }
+}
+
+static si_wire_request_t small_request(si_wire_dtype_t dt) {
+    si_wire_request_t r = {.request_id = "req-42", .segment = "layer2.1..head"};
+    r.input = (si_wire_tensor_t){.ndim = 4, .dims = {1, 2, 3, 4}, .data = small, .dtype = dt};
+    r.input_row0 = 5, r.out_row_begin = 2, r.out_row_end = 7, r.reply_dtype = SI_WIRE_FP16;
+    return r;
+}
+
+/* ---- dtypes and conversions ---- */
+
+static void test_dtype_names(void **state) {
+    (void)state;
+    si_wire_dtype_t dt = SI_WIRE_FP32;
+    si_err_t err = {""};
+    assert_int_equal(si_wire_dtype_parse("bf16", &dt, &err), 0);
+    assert_int_equal(dt, SI_WIRE_BF16);
+    assert_int_equal(si_wire_dtype_parse("fp16", &dt, &err), 0);
+    assert_int_equal(dt, SI_WIRE_FP16);
+    assert_int_equal(si_wire_dtype_parse("fp32", &dt, &err), 0);
+    assert_int_equal(dt, SI_WIRE_FP32);
+    assert_int_equal(si_wire_dtype_parse("float64", &dt, &err), -1);
+    assert_non_null(strstr(err.msg, "float64"));
+    err.msg[0] = '\0';
+    assert_int_equal(si_wire_dtype_parse(NULL, &dt, &err), -1);
+    assert_true(err.msg[0] != '\0');
+    assert_int_equal(si_wire_dtype_parse("FP32", &dt, NULL), -1); /* NULL err is fine */
+    assert_string_equal(si_wire_dtype_name(SI_WIRE_BF16), "bf16");
+    assert_string_equal(si_wire_dtype_name((si_wire_dtype_t)7), "?");
+    assert_int_equal(si_wire_dtype_size(SI_WIRE_FP32), 4);
+    assert_int_equal(si_wire_dtype_size(SI_WIRE_FP16), 2);
+    assert_int_equal(si_wire_dtype_size((si_wire_dtype_t)-1), 0);
+}
+
+static void test_f16_cases(void **state) {
+    (void)state;
+    /* the largest half, and the rounding around it */
+    assert_int_equal(si_wire_f32_to_f16(65504.0f), 0x7bff);
+    assert_true(si_wire_f16_to_f32(0x7bff) == 65504.0f);
+    assert_int_equal(si_wire_f32_to_f16(65519.0f), 0x7bff);
+    assert_int_equal(si_wire_f32_to_f16(65520.0f), 0x7c00); /* tie, odd -> up -> inf */
+    assert_int_equal(si_wire_f32_to_f16(-1e6f), 0xfc00);
+    assert_int_equal(si_wire_f32_to_f16(FLT_MAX), 0x7c00);
+    /* ones, signed zeros */
+    assert_int_equal(si_wire_f32_to_f16(1.0f), 0x3c00);
+    assert_int_equal(si_wire_f32_to_f16(-2.0f), 0xc000);
+    assert_int_equal(si_wire_f32_to_f16(0.0f), 0x0000);
+    assert_int_equal(si_wire_f32_to_f16(-0.0f), 0x8000);
+    assert_true(signbit(si_wire_f16_to_f32(0x8000)));
+    /* ties to even among normals: 1 + 2^-11 is halfway between 1 and 1 + 2^-10 */
+    assert_int_equal(si_wire_f32_to_f16(1.0f + 0x1p-11f), 0x3c00);
+    assert_int_equal(si_wire_f32_to_f16(1.0f + 3 * 0x1p-11f), 0x3c02);
+    assert_int_equal(si_wire_f32_to_f16(1.0f + 0x1p-11f + 0x1p-20f), 0x3c01);
+    /* subnormals: smallest 2^-24, ties at odd multiples of 2^-25 */
+    assert_int_equal(si_wire_f32_to_f16(0x1p-24f), 0x0001);
+    assert_true(si_wire_f16_to_f32(0x0001) == 0x1p-24f);
+    assert_int_equal(si_wire_f32_to_f16(0x1p-25f), 0x0000); /* tie -> even 0 */
+    assert_int_equal(si_wire_f32_to_f16(-0x1p-25f), 0x8000);
+    assert_int_equal(si_wire_f32_to_f16(0x1.0001p-25f), 0x0001);       /* just above the tie */
+    assert_int_equal(si_wire_f32_to_f16(3 * 0x1p-25f), 0x0002);        /* tie -> even 2 */
+    assert_int_equal(si_wire_f32_to_f16(1e-8f), 0x0000);               /* under half of 2^-24 */
+    assert_int_equal(si_wire_f32_to_f16(1e-7f), 0x0002);               /* 1.68 x 2^-24 */
+    assert_int_equal(si_wire_f32_to_f16(6e-5f), 0x03ef);               /* 1006.6 x 2^-24 */
+    assert_int_equal(si_wire_f32_to_f16(0x1p-14f), 0x0400);            /* smallest normal */
+    assert_int_equal(si_wire_f32_to_f16(0x1p-14f - 0x1p-25f), 0x0400); /* rounds up into it */
+    assert_int_equal(si_wire_f32_to_f16(0x3ffp-24f), 0x03ff);          /* largest subnormal */
+    assert_true(si_wire_f16_to_f32(0x03ff) == 0x3ffp-24f);
+    /* inf and NaN, including a NaN whose payload sits only in bits f16 drops */
+    assert_int_equal(si_wire_f32_to_f16(INFINITY), 0x7c00);
+    assert_int_equal(si_wire_f32_to_f16(-INFINITY), 0xfc00);
+    assert_true(is_f16_nan(si_wire_f32_to_f16(NAN)));
+    assert_true(is_f16_nan(si_wire_f32_to_f16(from_bits(0x7f800001))));
+    assert_true(is_f16_nan(si_wire_f32_to_f16(from_bits(0xff800001))));
+    assert_true(isinf(si_wire_f16_to_f32(0x7c00)));
+    assert_true(isnan(si_wire_f16_to_f32(0x7e00)));
+}
+
+/* Every half round-trips through float exactly. */
+static void test_f16_exhaustive(void **state) {
+    (void)state;
+    for (uint32_t h = 0; h <= 0xffff; h++) {
+        float f = si_wire_f16_to_f32((uint16_t)h);
+        uint16_t back = si_wire_f32_to_f16(f);
+        if (is_f16_nan((uint16_t)h)) {
+            assert_true(isnan(f));
+            assert_true(is_f16_nan(back));
+        } else if (back != h) {
+            fail_msg("half 0x%04x -> %a -> 0x%04x", h, (double)f, back);
+        }
+    }
+}
+
+/* float -> half against the compiler's conversion (libgcc, correctly rounded),
+ * over a stride of all 2^32 float bit patterns. */
+static void test_f16_vs_compiler(void **state) {
+    (void)state;
+#ifdef __FLT16_MAX__
+    uint64_t n = 0;
+    for (uint64_t x = 0; x <= 0xffffffffu; x += 1021) {
+        float f = from_bits((uint32_t)x);
+        _Float16 ref = (_Float16)f;
+        uint16_t rb;
+        memcpy(&rb, &ref, 2);
+        uint16_t got = si_wire_f32_to_f16(f);
+        if (isnan(f)) {
+            assert_true(is_f16_nan(got));
+        } else if (got != rb) {
+            fail_msg("f16(%a) = 0x%04x, compiler says 0x%04x", (double)f, got, rb);
+        }
+        n++;
+    }
+    assert_true(n > 4000000);
+#else
+    skip();
+#endif
+}
+
+/* Round-to-nearest-even into bf16, computed in double from the two neighbours:
+ * a different method from the library's bit trick. */
+static uint16_t bf16_ref(float f) {
+    uint32_t x = bits(f), sign = x & 0x80000000u, a = x & 0x7fffffffu;
+    if (a >= 0x7f800000u) return (uint16_t)(x >> 16); /* inf (NaNs are checked apart) */
+    uint32_t lo = a >> 16, hi = lo + 1;
+    double v = fabs((double)f), vlo = (double)from_bits(lo << 16);
+    double vhi = hi == 0x7f80 ? ldexp(1.0, 128) : (double)from_bits(hi << 16);
+    double dlo = v - vlo, dhi = vhi - v;
+    uint32_t r = dlo < dhi ? lo : dhi < dlo ? hi : (lo & 1) ? hi : lo;
+    return (uint16_t)((sign >> 16) | r);
+}
+
+static void test_bf16(void **state) {
+    (void)state;
+    assert_int_equal(si_wire_f32_to_bf16(1.0f), 0x3f80);
+    assert_int_equal(si_wire_f32_to_bf16(from_bits(0x3f808000)), 0x3f80); /* tie -> even */
+    assert_int_equal(si_wire_f32_to_bf16(from_bits(0x3f818000)), 0x3f82); /* tie -> even */
+    assert_int_equal(si_wire_f32_to_bf16(from_bits(0x3f808001)), 0x3f81);
+    assert_int_equal(si_wire_f32_to_bf16(-0.0f), 0x8000);
+    assert_int_equal(si_wire_f32_to_bf16(FLT_MAX), 0x7f80); /* beyond the last bf16 + half */
+    assert_int_equal(si_wire_f32_to_bf16(INFINITY), 0x7f80);
+    assert_int_equal(si_wire_f32_to_bf16(-INFINITY), 0xff80);
+    assert_true(is_bf16_nan(si_wire_f32_to_bf16(NAN)));
+    assert_true(is_bf16_nan(si_wire_f32_to_bf16(from_bits(0x7f800001)))); /* payload dropped */
+    assert_true(si_wire_bf16_to_f32(0x3f80) == 1.0f);
+    assert_true(isnan(si_wire_bf16_to_f32(0x7fc0)));
+    for (uint64_t x = 0; x <= 0xffffffffu; x += 1021) {
+        float f = from_bits((uint32_t)x);
+        uint16_t got = si_wire_f32_to_bf16(f);
+        if (isnan(f))
+            assert_true(is_bf16_nan(got));
+        else if (got != bf16_ref(f))
+            fail_msg("bf16(%a) = 0x%04x, reference 0x%04x", (double)f, got, bf16_ref(f));
+    }
+    for (uint32_t h = 0; h <= 0xffff; h++) /* bf16 -> f32 -> bf16 is the identity */
+        if (!is_bf16_nan((uint16_t)h))
+            assert_int_equal(si_wire_f32_to_bf16(si_wire_bf16_to_f32((uint16_t)h)), h);
+}
+
+static void test_pack_elems(void **state) {
+    (void)state;
+    float src[5] = {1.0f, -2.5f, 65504.0f, 0x1p-24f, 3.14159f}, dst[5];
+    uint8_t b[20];
+    si_wire_pack_elems(SI_WIRE_FP16, src, 5, b);
+    assert_int_equal(b[0], 0x00); /* 1.0 = 0x3c00, little-endian */
+    assert_int_equal(b[1], 0x3c);
+    si_wire_unpack_elems(SI_WIRE_FP16, b, 5, dst);
+    for (int i = 0; i < 4; i++) assert_true(dst[i] == src[i]);
+    assert_true(fabsf(dst[4] - src[4]) <= src[4] * 0x1p-11f);
+    si_wire_pack_elems(SI_WIRE_BF16, src, 5, b);
+    assert_int_equal(b[0], 0x80); /* 1.0 = 0x3f80 */
+    assert_int_equal(b[1], 0x3f);
+    si_wire_pack_elems(SI_WIRE_FP32, src, 5, b);
+    si_wire_unpack_elems(SI_WIRE_FP32, b, 5, dst);
+    assert_memory_equal(dst, src, sizeof src);
+}
+
+/* ---- messages ---- */
+
+static void check_request_fields(const si_wire_request_t *d, si_wire_dtype_t dt) {
+    assert_string_equal(d->request_id, "req-42");
+    assert_string_equal(d->segment, "layer2.1..head");
+    assert_int_equal(d->input.ndim, 4);
+    int64_t dims[4] = {1, 2, 3, 4};
+    assert_memory_equal(d->input.dims, dims, sizeof dims);
+    assert_int_equal(d->input.dtype, dt);
+    assert_int_equal(d->input_row0, 5);
+    assert_int_equal(d->out_row_begin, 2);
+    assert_int_equal(d->out_row_end, 7);
+    assert_int_equal(d->reply_dtype, SI_WIRE_FP16);
+}
+
+static void test_request_fp32_exact(void **state) {
+    (void)state;
+    fill_small(1);
+    si_wire_request_t r = small_request(SI_WIRE_FP32);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    si_err_t err = {""};
+    assert_int_equal(si_wire_encode_request(&r, &buf, &len, &err), 0);
+    assert_true(len > 24 * 4);
+    si_wire_request_t d;
+    assert_int_equal(si_wire_decode_request(buf, len, &d, NULL, &err), 0);
+    check_request_fields(&d, SI_WIRE_FP32);
+    assert_memory_equal(d.input.data, small, sizeof small); /* bit-exact, NaN payload too */
+    assert_int_equal(si_wire_tensor_numel(&d.input), 24);
+    si_wire_request_free(&d);
+    assert_null(d.owned.msg);
+    si_wire_request_free(&d); /* twice is harmless */
+    free(buf);
+}
+
+static void test_request_narrow(void **state) {
+    (void)state;
+    fill_small(0);
+    small[0] = 65504.0f, small[1] = 1e-7f, small[2] = 1.0f + 0x1p-11f;
+    si_wire_dtype_t dts[2] = {SI_WIRE_BF16, SI_WIRE_FP16};
+    for (int k = 0; k < 2; k++) {
+        si_wire_request_t r = small_request(dts[k]);
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        si_err_t err = {""};
+        assert_int_equal(si_wire_encode_request(&r, &buf, &len, &err), 0);
+        si_wire_request_t d;
+        assert_int_equal(si_wire_decode_request(buf, len, &d, NULL, &err), 0);
+        check_request_fields(&d, dts[k]);
+        for (int i = 0; i < 24; i++) {
+            float x = small[i], y = d.input.data[i];
+            /* exactly what the scalar conversion gives ... */
+            float want = dts[k] == SI_WIRE_BF16 ? si_wire_bf16_to_f32(si_wire_f32_to_bf16(x))
+                                                : si_wire_f16_to_f32(si_wire_f32_to_f16(x));
+            assert_true(bits(y) == bits(want));
+            /* ... which is within half an ulp: 2^-8 (bf16) or 2^-11 (fp16) relative,
+             * or 2^-25 absolute in fp16's subnormal range */
+            float tol =
+                dts[k] == SI_WIRE_BF16 ? fabsf(x) * 0x1p-8f : fmaxf(fabsf(x) * 0x1p-11f, 0x1p-25f);
+            if (!(fabsf(x - y) <= tol))
+                fail_msg("%s: %a -> %a", si_wire_dtype_name(dts[k]), (double)x, (double)y);
+        }
+        if (dts[k] == SI_WIRE_FP16) {
+            assert_true(d.input.data[0] == 65504.0f);
+            assert_true(d.input.data[1] == 2 * 0x1p-24f);
+            assert_true(d.input.data[2] == 1.0f);
+        }
+        /* 2 bytes an element on the wire */
+        assert_true(len < 24 * 4);
+        si_wire_request_free(&d);
+        free(buf);
+    }
+}
+
+static void test_reply_roundtrip(void **state) {
+    (void)state;
+    float logits[1000];
+    for (int i = 0; i < 1000; i++) logits[i] = frand(20);
+    for (int dt = 0; dt < 3; dt++) {
+        si_wire_reply_t r = {.request_id = "abc", .out_row0 = 0};
+        r.output = (si_wire_tensor_t){
+            .ndim = 2, .dims = {1, 1000}, .data = logits, .dtype = (si_wire_dtype_t)dt};
+        r.timings = (si_wire_timings_t){1, 2, 3000000000000ull, 4};
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        si_err_t err = {""};
+        assert_int_equal(si_wire_encode_reply(&r, &buf, &len, &err), 0);
+        si_wire_reply_t d;
+        assert_int_equal(si_wire_decode_reply(buf, len, &d, NULL, &err), 0);
+        assert_string_equal(d.request_id, "abc");
+        assert_int_equal(d.output.ndim, 2);
+        assert_int_equal(d.output.dims[1], 1000);
+        assert_int_equal(d.output.dtype, dt);
+        assert_int_equal(d.timings.decode_us, 1);
+        assert_int_equal(d.timings.queue_us, 2);
+        assert_true(d.timings.compute_us == 3000000000000ull);
+        assert_int_equal(d.timings.encode_us, 4);
+        for (int i = 0; i < 1000; i++) {
+            float tol = dt == 0 ? 0 : fabsf(logits[i]) * (dt == 1 ? 0x1p-8f : 0x1p-11f);
+            assert_true(fabsf(d.output.data[i] - logits[i]) <= tol);
+        }
+        si_wire_reply_free(&d);
+        free(buf);
+    }
+    /* a band of a 4-d output, no request id, no timings */
+    fill_small(0);
+    si_wire_reply_t r = {.out_row0 = 3};
+    r.output = (si_wire_tensor_t){.ndim = 4, .dims = {1, 2, 3, 4}, .data = small};
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(si_wire_encode_reply(&r, &buf, &len, NULL), 0);
+    si_wire_reply_t d;
+    assert_int_equal(si_wire_decode_reply(buf, len, &d, NULL, NULL), 0);
+    assert_string_equal(d.request_id, "");
+    assert_int_equal(d.out_row0, 3);
+    assert_int_equal(d.timings.compute_us, 0);
+    assert_memory_equal(d.output.data, small, sizeof small);
+    si_wire_reply_free(&d);
+    free(buf);
+}
+
+/* A bigger tensor, the size of a real stage band. */
+static void test_large(void **state) {
+    (void)state;
+    size_t n = 64 * 112 * 112;
+    float *x = malloc(n * sizeof *x);
+    assert_non_null(x);
+    for (size_t i = 0; i < n; i++) x[i] = frand(10);
+    si_wire_request_t r = {.segment = "layer1"};
+    r.input = (si_wire_tensor_t){.ndim = 4, .dims = {1, 64, 112, 112}, .data = x};
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    si_err_t err = {""};
+    assert_int_equal(si_wire_encode_request(&r, &buf, &len, &err), 0);
+    si_wire_request_t d;
+    assert_int_equal(si_wire_decode_request(buf, len, &d, NULL, &err), 0);
+    assert_memory_equal(d.input.data, x, n * sizeof *x);
+    si_wire_request_free(&d);
+    free(buf);
+    free(x);
+}
+
+/* ---- zero copy ---- */
+
+static void test_zero_copy_decode(void **state) {
+    (void)state;
+    fill_small(0);
+    si_wire_request_t r = small_request(SI_WIRE_FP32);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(si_wire_encode_request(&r, &buf, &len, NULL), 0);
+    float scratch[64];
+    si_wire_decode_opts_t opts = {.scratch = scratch, .scratch_cap = 64};
+    si_wire_request_t d;
+    assert_int_equal(si_wire_decode_request(buf, len, &d, &opts, NULL), 0);
+    /* fp32: the view is the unpacked message's own bytes - neither scratch nor a copy
+     * of ours (protobuf-c's unpack copies out of the packed buffer; that is its design) */
+    const Splitinfer__StageRequest *m = d.owned.msg;
+    assert_non_null(m);
+    assert_ptr_equal(d.input.data, (const void *)m->input->data.data);
+    assert_true(m->input->data.len == sizeof small);
+    assert_null(d.owned.floats);
+    uintptr_t p = (uintptr_t)d.input.data;
+    assert_false(p >= (uintptr_t)buf && p < (uintptr_t)(buf + len));
+    assert_memory_equal(d.input.data, small, sizeof small);
+    si_wire_request_free(&d);
+    free(buf);
+
+    /* fp16: converted into the scratch when it fits ... */
+    r = small_request(SI_WIRE_FP16);
+    assert_int_equal(si_wire_encode_request(&r, &buf, &len, NULL), 0);
+    assert_int_equal(si_wire_decode_request(buf, len, &d, &opts, NULL), 0);
+    assert_ptr_equal(d.input.data, scratch);
+    assert_null(d.owned.floats);
+    si_wire_request_free(&d);
+    /* ... else into an array the struct owns */
+    opts.scratch_cap = 23;
+    assert_int_equal(si_wire_decode_request(buf, len, &d, &opts, NULL), 0);
+    assert_non_null(d.owned.floats);
+    assert_ptr_equal(d.input.data, d.owned.floats);
+    for (int i = 0; i < 24; i++)
+        assert_true(d.input.data[i] == si_wire_f16_to_f32(si_wire_f32_to_f16(small[i])));
+    si_wire_request_free(&d);
+    free(buf);
+}
+
+static void concat(const si_wire_packed_t *p, uint8_t *dst) {
+    size_t off = 0;
+    for (int i = 0; i < p->iovcnt; i++) {
+        memcpy(dst + off, p->iov[i].iov_base, p->iov[i].iov_len);
+        off += p->iov[i].iov_len;
+    }
+    assert_int_equal(off, p->len);
+}
+
+static void test_zero_copy_encode_iov(void **state) {
+    (void)state;
+    fill_small(1);
+    for (int dt = 0; dt < 3; dt++) {
+        si_wire_request_t r = small_request((si_wire_dtype_t)dt);
+        uint8_t *flat = NULL, cat[512];
+        size_t len = 0;
+        si_wire_packed_t p;
+        si_err_t err = {""};
+        assert_int_equal(si_wire_encode_request(&r, &flat, &len, &err), 0);
+        assert_int_equal(si_wire_encode_request_iov(&r, &p, &err), 0);
+        assert_int_equal(p.len, len);
+        if (dt == SI_WIRE_FP32) { /* header, then the caller's floats themselves */
+            assert_int_equal(p.iovcnt, 2);
+            assert_ptr_equal(p.iov[1].iov_base, small);
+            assert_int_equal(p.iov[1].iov_len, sizeof small);
+            assert_true(p.iov[0].iov_len < 64);
+        } else {
+            assert_int_equal(p.iovcnt, 1);
+        }
+        concat(&p, cat);
+        assert_memory_equal(cat, flat, len);
+        si_wire_packed_free(&p);
+        assert_null(p.owned);
+        free(flat);
+    }
+    si_wire_reply_t rep = {.request_id = "x", .out_row0 = 1, .timings = {5, 6, 7, 8}};
+    rep.output = (si_wire_tensor_t){.ndim = 4, .dims = {1, 2, 3, 4}, .data = small};
+    si_wire_packed_t p;
+    uint8_t cat[512];
+    assert_int_equal(si_wire_encode_reply_iov(&rep, &p, NULL), 0);
+    assert_int_equal(p.iovcnt, 2);
+    assert_ptr_equal(p.iov[1].iov_base, small);
+    concat(&p, cat);
+    si_wire_reply_t d;
+    assert_int_equal(si_wire_decode_reply(cat, p.len, &d, NULL, NULL), 0);
+    assert_int_equal(d.timings.encode_us, 8);
+    assert_memory_equal(d.output.data, small, sizeof small);
+    si_wire_reply_free(&d);
+    si_wire_packed_free(&p);
+}
+
+/* An allocator that puts blocks of one chosen size at an odd address, to reach
+ * the path for fp32 bytes that are not 4-byte aligned. Everything else stays
+ * 16-aligned so protobuf-c's structs are fine. */
+typedef struct odd_alloc {
+    size_t odd_size;
+    int live;
+} odd_alloc_t;
+
+static void *odd_alloc(void *data, size_t size) {
+    odd_alloc_t *a = data;
+    uint8_t *raw = malloc(size + 32);
+    if (!raw) return NULL;
+    uint8_t *p = raw + (size == a->odd_size ? 17 : 16);
+    memcpy(p - sizeof raw, &raw, sizeof raw);
+    a->live++;
+    return p;
+}
+
+static void odd_free(void *data, void *p) {
+    odd_alloc_t *a = data;
+    uint8_t *raw;
+    memcpy(&raw, (uint8_t *)p - sizeof raw, sizeof raw);
+    free(raw);
+    a->live--;
+}
+
+static void test_unaligned_fp32(void **state) {
+    (void)state;
+    fill_small(1);
+    si_wire_request_t r = small_request(SI_WIRE_FP32);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(si_wire_encode_request(&r, &buf, &len, NULL), 0);
+    odd_alloc_t oa = {.odd_size = sizeof small};
+    ProtobufCAllocator pa = {.alloc = odd_alloc, .free = odd_free, .allocator_data = &oa};
+    si_wire_decode_opts_t opts = {.alloc = &pa};
+    si_wire_request_t d;
+    assert_int_equal(si_wire_decode_request(buf, len, &d, &opts, NULL), 0);
+    const Splitinfer__StageRequest *m = d.owned.msg;
+    assert_true((uintptr_t)m->input->data.data % 4 != 0); /* the allocator did its trick */
+    assert_ptr_equal(d.input.data, d.owned.floats);       /* so the view is a copy */
+    assert_true((uintptr_t)d.input.data % _Alignof(float) == 0);
+    assert_memory_equal(d.input.data, small, sizeof small);
+    assert_true(oa.live > 0);
+    si_wire_request_free(&d);
+    assert_int_equal(oa.live, 0); /* freed through the same allocator */
+    free(buf);
+}
+
+/* ---- malformed input ---- */
+
+/* Decodes buf as both message types; a failure must say why, a success must hold
+ * the invariants the header promises. */
+static void decode_any(const uint8_t *buf, size_t len) {
+    si_err_t err = {""};
+    si_wire_request_t q;
+    if (si_wire_decode_request(buf, len, &q, NULL, &err) == 0) {
+        assert_true(q.input.ndim == 2 || q.input.ndim == 4);
+        int64_t n = si_wire_tensor_numel(&q.input);
+        assert_true(n > 0 && n <= SI_WIRE_MAX_ELEMS);
+        volatile float sink = q.input.data[n - 1]; /* the view is readable to its end */
+        (void)sink;
+        assert_true(q.input_row0 >= 0);
+        si_wire_request_free(&q);
+    } else {
+        assert_true(err.msg[0] != '\0');
+        assert_null(q.owned.msg);
+    }
+    err.msg[0] = '\0';
+    si_wire_reply_t p;
+    if (si_wire_decode_reply(buf, len, &p, NULL, &err) == 0) {
+        int64_t n = si_wire_tensor_numel(&p.output);
+        assert_true(n > 0);
+        volatile float sink = p.output.data[n - 1];
+        (void)sink;
+        si_wire_reply_free(&p);
+    } else {
+        assert_true(err.msg[0] != '\0');
+    }
+}
+
+/* The tensor is the last field, so every proper prefix of a message cuts it:
+ * none may decode. */
+static void test_truncations(void **state) {
+    (void)state;
+    fill_small(1);
+    for (int dt = 0; dt < 3; dt++) {
+        si_wire_request_t r = small_request((si_wire_dtype_t)dt);
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        assert_int_equal(si_wire_encode_request(&r, &buf, &len, NULL), 0);
+        for (size_t cut = 0; cut < len; cut++) {
+            uint8_t *part = malloc(cut ? cut : 1); /* exact size: ASan sees any overread */
+            memcpy(part, buf, cut);
+            si_err_t err = {""};
+            si_wire_request_t d;
+            if (si_wire_decode_request(part, cut, &d, NULL, &err) == 0)
+                fail_msg("%s request cut to %zu of %zu bytes decoded",
+                         si_wire_dtype_name(r.input.dtype), cut, len);
+            assert_true(err.msg[0] != '\0');
+            decode_any(part, cut);
+            free(part);
+        }
+        free(buf);
+
+        si_wire_reply_t rep = {.request_id = "r", .out_row0 = 2, .timings = {1, 2, 3, 4}};
+        rep.output = (si_wire_tensor_t){
+            .ndim = 4, .dims = {1, 2, 3, 4}, .data = small, .dtype = (si_wire_dtype_t)dt};
+        assert_int_equal(si_wire_encode_reply(&rep, &buf, &len, NULL), 0);
+        for (size_t cut = 0; cut < len; cut++) {
+            uint8_t *part = malloc(cut ? cut : 1);
+            memcpy(part, buf, cut);
+            si_err_t err = {""};
+            si_wire_reply_t d;
+            if (si_wire_decode_reply(part, cut, &d, NULL, &err) == 0)
+                fail_msg("reply cut to %zu of %zu bytes decoded", cut, len);
+            assert_true(err.msg[0] != '\0');
+            free(part);
+        }
+        free(buf);
+    }
+}
+
+static void test_random_bytes(void **state) {
+    (void)state;
+    uint8_t b[256];
+    for (int it = 0; it < 20000; it++) {
+        size_t len = rnd() % sizeof b;
+        for (size_t i = 0; i < len; i++) b[i] = (uint8_t)rnd();
+        uint8_t *exact = malloc(len ? len : 1);
+        memcpy(exact, b, len);
+        decode_any(exact, len);
+        free(exact);
+    }
+    /* mutations of a valid message reach deeper than random bytes */
+    fill_small(1);
+    si_wire_request_t r = small_request(SI_WIRE_FP16);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(si_wire_encode_request(&r, &buf, &len, NULL), 0);
+    int decoded = 0;
+    for (int it = 0; it < 20000; it++) {
+        uint8_t *m = malloc(len);
+        memcpy(m, buf, len);
+        int flips = 1 + (int)(rnd() % 3);
+        for (int k = 0; k < flips; k++) m[rnd() % len] ^= (uint8_t)(1u << (rnd() % 8));
+        si_wire_request_t d;
+        if (si_wire_decode_request(m, len, &d, NULL, NULL) == 0) {
+            decoded++;
+            si_wire_request_free(&d);
+        }
+        decode_any(m, len);
+        free(m);
+    }
+    assert_true(decoded > 0); /* flips in the float bytes are still valid messages */
+    free(buf);
+    si_err_t err = {""};
+    si_wire_request_t d;
+    assert_int_equal(si_wire_decode_request(NULL, 5, &d, NULL, &err), -1);
+    assert_non_null(strstr(err.msg, "NULL"));
+    assert_int_equal(si_wire_decode_request(NULL, 0, &d, NULL, &err), -1); /* no tensor */
+    assert_non_null(strstr(err.msg, "missing"));
+}
+
+/* Packs a hand-made message (bypassing our encoder's checks) and expects the
+ * decoder to refuse it with a message containing want. */
+static void expect_request_error(const Splitinfer__StageRequest *m, const char *want) {
+    size_t len = splitinfer__stage_request__get_packed_size(m);
+    uint8_t *buf = malloc(len ? len : 1);
+    splitinfer__stage_request__pack(m, buf);
+    si_err_t err = {""};
+    si_wire_request_t d;
+    if (si_wire_decode_request(buf, len, &d, NULL, &err) != -1)
+        fail_msg("decoded a request that should fail with '%s'", want);
+    if (!strstr(err.msg, want)) fail_msg("error '%s' lacks '%s'", err.msg, want);
+    free(buf);
+}
+
+static void expect_reply_error(const Splitinfer__StageReply *m, const char *want) {
+    size_t len = splitinfer__stage_reply__get_packed_size(m);
+    uint8_t *buf = malloc(len ? len : 1);
+    splitinfer__stage_reply__pack(m, buf);
+    si_err_t err = {""};
+    si_wire_reply_t d;
+    if (si_wire_decode_reply(buf, len, &d, NULL, &err) != -1)
+        fail_msg("decoded a reply that should fail with '%s'", want);
+    if (!strstr(err.msg, want)) fail_msg("error '%s' lacks '%s'", err.msg, want);
+    free(buf);
+}
+
+static void test_malformed_fields(void **state) {
+    (void)state;
+    uint8_t data[4096] = {0};
+    int64_t dims[5] = {1, 2, 3, 4, 5};
+    Splitinfer__Tensor t = SPLITINFER__TENSOR__INIT;
+    Splitinfer__StageRequest m = SPLITINFER__STAGE_REQUEST__INIT;
+    t.n_dims = 4, t.dims = dims, t.data.data = data, t.data.len = 24 * 4;
+    m.input = &t;
+    { /* the baseline is valid */
+        size_t len = splitinfer__stage_request__get_packed_size(&m);
+        uint8_t buf[256];
+        splitinfer__stage_request__pack(&m, buf);
+        si_wire_request_t d;
+        assert_int_equal(si_wire_decode_request(buf, len, &d, NULL, NULL), 0);
+        si_wire_request_free(&d);
+    }
+    m.input = NULL;
+    expect_request_error(&m, "missing");
+    m.input = &t;
+
+    t.n_dims = 3, t.data.len = 6 * 4;
+    expect_request_error(&m, "3 dims");
+    t.n_dims = 5, t.data.len = 120 * 4;
+    expect_request_error(&m, "5 dims");
+    t.n_dims = 0, t.data.len = 0;
+    expect_request_error(&m, "0 dims");
+    t.n_dims = 4, t.data.len = 24 * 4;
+
+    dims[2] = 0;
+    expect_request_error(&m, "dim 2 is not > 0");
+    dims[2] = -3;
+    expect_request_error(&m, "dim 2 is not > 0");
+    dims[2] = 3;
+
+    int64_t huge[4] = {1 << 20, 1 << 20, 1 << 20, 1 << 20}; /* product overflows int64 */
+    t.dims = huge;
+    expect_request_error(&m, "more than");
+    int64_t big[4] = {1, 64, 1024, 1025}; /* just over SI_WIRE_MAX_ELEMS */
+    t.dims = big;
+    expect_request_error(&m, "more than");
+    t.dims = dims;
+
+    t.data.len = 24 * 4 - 1;
+    expect_request_error(&m, "data bytes");
+    t.data.len = 24 * 4 + 1;
+    expect_request_error(&m, "data bytes");
+    t.dtype = SPLITINFER__TENSOR__DTYPE__BFLOAT16, t.data.len = 24 * 4; /* fp32 size as bf16 */
+    expect_request_error(&m, "as bf16 need 48");
+    t.dtype = (Splitinfer__Tensor__DType)7;
+    expect_request_error(&m, "unknown dtype 7");
+    t.dtype = SPLITINFER__TENSOR__DTYPE__FLOAT32;
+
+    m.reply_dtype = (Splitinfer__Tensor__DType)9;
+    expect_request_error(&m, "reply_dtype");
+    m.reply_dtype = SPLITINFER__TENSOR__DTYPE__FLOAT16;
+
+    m.input_row0 = -1;
+    expect_request_error(&m, "negative");
+    m.input_row0 = INT32_MAX - 1; /* + 3 rows overflows */
+    expect_request_error(&m, "overflow");
+    m.input_row0 = 0;
+    m.out_row_begin = -2, m.out_row_end = 3;
+    expect_request_error(&m, "negative");
+    m.out_row_begin = 4, m.out_row_end = 4;
+    expect_request_error(&m, "empty");
+    m.out_row_begin = 5, m.out_row_end = 1;
+    expect_request_error(&m, "empty");
+    m.out_row_begin = 0, m.out_row_end = 0;
+
+    int64_t nc[2] = {1, 24};
+    t.n_dims = 2, t.dims = nc;
+    m.input_row0 = 3;
+    expect_request_error(&m, "no rows");
+    m.input_row0 = 0;
+    t.n_dims = 4, t.dims = dims;
+
+    char longid[SI_WIRE_MAX_STR + 2];
+    memset(longid, 'x', sizeof longid - 1);
+    longid[sizeof longid - 1] = '\0';
+    m.request_id = longid;
+    expect_request_error(&m, "request_id");
+    m.request_id = (char *)"";
+    m.segment = longid;
+    expect_request_error(&m, "segment");
+
+    Splitinfer__StageReply rep = SPLITINFER__STAGE_REPLY__INIT;
+    expect_reply_error(&rep, "StageReply.output: missing");
+    rep.output = &t;
+    rep.out_row0 = -4;
+    expect_reply_error(&rep, "negative");
+    rep.out_row0 = 0;
+    t.data.len = 7;
+    expect_reply_error(&rep, "data bytes");
+}
+
+static void test_encode_rejects(void **state) {
+    (void)state;
+    fill_small(0);
+    si_wire_request_t r;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    si_wire_packed_t p = {0};
+    si_err_t err;
+#define REJECT(edit, want)                                                                         \
+    do {                                                                                           \
+        r = small_request(SI_WIRE_FP32);                                                           \
+        edit;                                                                                      \
+        err.msg[0] = '\0';                                                                         \
+        assert_int_equal(si_wire_encode_request(&r, &buf, &len, &err), -1);                        \
+        assert_null(buf);                                                                          \
+        if (!strstr(err.msg, want)) fail_msg("error '%s' lacks '%s'", err.msg, want);              \
+        assert_int_equal(si_wire_encode_request_iov(&r, &p, &err), -1);                            \
+        assert_null(p.owned);                                                                      \
+    } while (0)
+    REJECT(r.input.ndim = 3, "3 dims");
+    REJECT(r.input.dims[1] = 0, "not > 0");
+    REJECT(r.input.data = NULL, "no data");
+    REJECT(r.input.dtype = (si_wire_dtype_t)5, "unknown dtype 5");
+    REJECT(r.reply_dtype = (si_wire_dtype_t)-1, "reply_dtype");
+    REJECT(r.input_row0 = -1, "negative");
+    REJECT((r.out_row_begin = 3, r.out_row_end = 3), "empty");
+    REJECT((r.input.ndim = 2, r.input.dims[1] = 24, r.input_row0 = 1), "no rows");
+#undef REJECT
+    assert_int_equal(si_wire_encode_request(NULL, &buf, &len, &err), -1);
+    si_wire_reply_t rep = {.out_row0 = -1};
+    rep.output = (si_wire_tensor_t){.ndim = 4, .dims = {1, 2, 3, 4}, .data = small};
+    assert_int_equal(si_wire_encode_reply(&rep, &buf, &len, &err), -1);
+    assert_non_null(strstr(err.msg, "negative"));
+    assert_int_equal(si_wire_encode_reply_iov(&rep, &p, &err), -1);
+    si_wire_tensor_t bad = {.ndim = 4, .dims = {1, -1, 1, 1}};
+    assert_int_equal(si_wire_tensor_numel(&bad), 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dtype_names),
+        cmocka_unit_test(test_f16_cases),
+        cmocka_unit_test(test_f16_exhaustive),
+        cmocka_unit_test(test_f16_vs_compiler),
+        cmocka_unit_test(test_bf16),
+        cmocka_unit_test(test_pack_elems),
+        cmocka_unit_test(test_request_fp32_exact),
+        cmocka_unit_test(test_request_narrow),
+        cmocka_unit_test(test_reply_roundtrip),
+        cmocka_unit_test(test_large),
+        cmocka_unit_test(test_zero_copy_decode),
+        cmocka_unit_test(test_zero_copy_encode_iov),
+        cmocka_unit_test(test_unaligned_fp32),
+        cmocka_unit_test(test_truncations),
+        cmocka_unit_test(test_random_bytes),
+        cmocka_unit_test(test_malformed_fields),
+        cmocka_unit_test(test_encode_rejects),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
