@@ -21,7 +21,7 @@ run_unit() { # $1: program
     f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$out" | tail -1)
     p=${p:-0} f=${f:-0}
     # A program that crashed before cmocka's summary is one failure.
-    if ! grep -q '^\[==========\] .* ran\.' "$out"; then f=$((f + 1)); fi
+    if ! grep -q '^\[==========\] .* \(ran\|run\)\.' "$out"; then f=$((f + 1)); fi
     pass=$((pass + p)) fail=$((fail + f))
     if [ "$f" -gt 0 ]; then failed+=("$prog"); echo "FAIL $prog ($out)"; sed 's/^/    /' "$out" | tail -30;
     else echo "ok   $prog ($p cases)"; fi
