@@ -42,7 +42,7 @@ DEB_PKGS := build-essential pkg-config libdnnl-dev libpng-dev libprotobuf-c-dev 
 # Benchmarks also need Node.js for the ONNX Runtime peer (npm onnxruntime-node).
 BENCH_PKGS := nodejs npm
 
-.PHONY: all deps deps-bench demo test test-unit bench-engine clean format
+.PHONY: all deps deps-bench demo test test-unit bench-engine images test-containers clean format
 all: build/splitinfer
 
 # Installs the Debian packages of a list, only those missing (apt-get update
@@ -115,6 +115,15 @@ bench-engine: deps-bench
 demo: deps
 	$(MAKE) build/splitinfer
 	bench/demo.sh
+
+# Container images (podman) of every function of a plan, and the tests that
+# run them, render the Kubernetes manifests and validate them offline.
+images: deps
+	$(MAKE) build/splitinfer
+	k8s/images.sh $(PLAN)
+test-containers: deps
+	$(MAKE) build/splitinfer
+	tests/containers.sh
 
 format:
 	clang-format -i lib/*.c lib/*.h cmd/*.c tests/*.c

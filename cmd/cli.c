@@ -44,7 +44,7 @@ int cli_parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
 static int parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
     memset(o, 0, sizeof *o);
     o->model = getenv("SPLITINFER_MODEL");
-    o->topk = 5, o->n = 20, o->batch = 1, o->warmup = 3;
+    o->topk = 5, o->n = 20, o->batch = 1, o->warmup = 3, o->port = -1;
     o->args = calloc((size_t)argc + 1, sizeof *o->args);
     if (!o->args) return cli_fail("out of memory");
     static const struct { char key; const char *s, *l; int has_arg; } flags[] = {
@@ -52,7 +52,9 @@ static int parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
         {'i', NULL, "--input", 1},   {'t', "-t", "--threads", 1}, {'k', "-k", "--top", 1},
         {'j', NULL, "--json", 0},    {'n', "-n", NULL, 1},        {'b', NULL, "--batch", 1},
         {'w', NULL, "--warmup", 1}, {'B', NULL, "--band", 1},
-        {'P', NULL, "--plain", 0},
+        {'P', NULL, "--plain", 0},   {'p', NULL, "--port", 1},    {'H', NULL, "--host", 1},
+        {'N', NULL, "--name", 1},    {'L', NULL, "--plan", 1},    {'W', NULL, "--workdir", 1},
+        {'t', NULL, "--threads-per-function", 1}, {'K', NULL, "--bands", 1},
     };
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -79,6 +81,12 @@ static int parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
         case 'k': if (int_arg(a, v, 1, 1000, &o->topk)) return 1; break;
         case 'j': o->json = 1; break;
         case 'P': o->plain = 1; break;
+        case 'p': if (int_arg(a, v, 0, 65535, &o->port)) return 1; break;
+        case 'H': o->host = v; break;
+        case 'N': o->name = v; break;
+        case 'L': o->plan = v; break;
+        case 'W': o->workdir = v; break;
+        case 'K': if (int_arg(a, v, 1, 64, &o->bands)) return 1; break;
         case 'n': if (int_arg(a, v, 1, 1000000, &o->n)) return 1; break;
         case 'b': if (int_arg(a, v, 1, 4096, &o->batch)) return 1; break;
         case 'w': if (int_arg(a, v, 0, 1000000, &o->warmup)) return 1; break;

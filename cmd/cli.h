@@ -24,6 +24,12 @@ typedef struct cli_opts {
     int warmup;          /* --warmup */
     int band_k, band_n;  /* --band k/K: output band k of K (band_n 0 = whole) */
     int plain;           /* --plain: convert without prepacking weights */
+    int port;            /* --port, -1 when not given */
+    const char *host;    /* --host listen address */
+    const char *name;    /* --name: the function's name in metrics and logs */
+    const char *plan;    /* --plan PLAN.json */
+    const char *workdir; /* --workdir DIR (up) */
+    int bands;           /* --bands K (stage: warm every band of K) */
     char **args;         /* positional arguments */
     int n_args;
 } cli_opts_t;

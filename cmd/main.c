@@ -9,6 +9,9 @@ int si_cmd_info(int argc, char **argv);
 int si_cmd_convert(int argc, char **argv);
 int si_cmd_preprocess(int argc, char **argv);
 int si_cmd_plan(int argc, char **argv);
+int si_cmd_stage(int argc, char **argv);
+int si_cmd_gateway(int argc, char **argv);
+int si_cmd_up(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -20,6 +23,9 @@ static const struct {
     {"bench", si_cmd_bench, "-m MODEL [-t THREADS] [-n N] [--batch B] [--warmup W]   latency"},
     {"info", si_cmd_info, "-m MODEL   segments, parameters, MACs, cut points"},
     {"convert", si_cmd_convert, "IN.onnx -o OUT.sfm [--segment A..B] [--plain]   packed model file"},
+    {"up", si_cmd_up, "--plan PLAN.json -m MODEL [--port P] [--threads-per-function N]   run a plan locally"},
+    {"stage", si_cmd_stage, "-m MODEL [--segment A..B] [--port P] [--threads N]   a stage function"},
+    {"gateway", si_cmd_gateway, "--plan PLAN.json -m MODEL [--port P] [--threads N]   the gateway"},
     {"plan", si_cmd_plan, "check PLAN.json -m MODEL   validate a plan against a model"},
     {"preprocess", si_cmd_preprocess, "IMAGE -o OUT.bin   PNG to the network's input tensor"},
 };

@@ -252,6 +252,7 @@ int si_graph_finish(si_graph_t *g, si_err_t *err) {
     g->block_cut = g->block_layer = g->block_index = NULL;
     g->n_blocks = 0;
     if (find_cuts(g, err) < 0) return -1;
+    g->default_cut_begin = 0, g->default_cut_end = g->n_cuts - 1;
     name_resnet(g);
     return 0;
 }
@@ -317,8 +318,15 @@ static int unit(const si_graph_t *g, const char *s, size_t len, int *b, int *e, 
                       name);
 }
 
+const char *si_graph_default_segment(const si_graph_t *g, char *buf, size_t len) {
+    if (g->default_cut_begin == 0 && g->default_cut_end == g->n_cuts - 1) return "all";
+    snprintf(buf, len, "#%d..#%d", g->default_cut_begin, g->default_cut_end);
+    return buf;
+}
+
 int si_graph_segment(const si_graph_t *g, const char *spec, si_segment_t *seg, si_err_t *err) {
-    int cb = 0, ce = g->n_cuts - 1;
+    int cb = g->default_cut_begin, ce = g->default_cut_end;
+    if (spec && !strcmp(spec, "all")) cb = 0, ce = g->n_cuts - 1;
     if (spec && *spec && strcmp(spec, "all")) {
         const char *dots = strstr(spec, "..");
         int b1, e1, b2, e2;

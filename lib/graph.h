@@ -54,7 +54,7 @@ typedef enum si_act {
     SI_ACT_CLIP, /* min(max(x, lo), hi); ReLU6 is clip(0, 6) */
 } si_act_t;
 
-typedef struct si_value {
+typedef struct si_value_rec { /* not "si_value": <signal.h> defines that name */
     int ndim;    /* 2 or 4 */
     int dims[4]; /* N=1, C, H, W (or N=1, C) */
 } si_value_t;
@@ -127,6 +127,10 @@ typedef struct si_graph {
     int *block_cut, *block_layer, *block_index;
     int head_cut;       /* index into cuts[] where the head starts */
 
+    /* The segment a spec of NULL or "" means: the whole graph, or what a
+     * segment-only model file holds (set by its loader). */
+    int default_cut_begin, default_cut_end;
+
     si_layout_t *layouts; /* per node, for prepacked weights (owned; may be NULL) */
 
     /* Weight storage: exactly one of these is in use. */
@@ -149,9 +153,13 @@ int si_graph_add_node(si_graph_t *g, const si_node_t *n);
  * ResNet names. Call once after building or loading. */
 int si_graph_finish(si_graph_t *g, si_err_t *err);
 
-/* Resolves a segment spec ("stem", "layer2.1..head", "#2..#5") or NULL/"" for
- * the whole graph. */
+/* Resolves a segment spec ("stem", "layer2.1..head", "#2..#5"), "all" for the
+ * whole graph, or NULL/"" for the default segment (the whole graph, or the
+ * segment a segment-only model file holds). */
 int si_graph_segment(const si_graph_t *g, const char *spec, si_segment_t *seg, si_err_t *err);
+
+/* The default segment as a spec: "all", or "#a..#b" (written into buf). */
+const char *si_graph_default_segment(const si_graph_t *g, char *buf, size_t len);
 
 /* Name of the segment that starts at cut index c ("layer3.2"), or "#c". */
 void si_graph_cut_name(const si_graph_t *g, int c, char *buf, size_t len);
@@ -163,7 +171,7 @@ void si_graph_cut_name(const si_graph_t *g, int c, char *buf, size_t len);
  * for it, so stitched bands equal the whole output. For every value of the
  * segment the band records the rows that must be materialized (the hull over
  * its readers; a reader that needs fewer rows crops). */
-typedef struct si_band {
+typedef struct si_band_rec { /* not "si_band": <signal.h> defines that name */
     int out_begin, out_end; /* rows of the segment output */
     int in_begin, in_end;   /* rows of the segment input needed */
     int *row_begin;         /* per value id: first row materialized (malloc'd) */

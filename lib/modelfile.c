@@ -267,6 +267,11 @@ si_graph_t *si_sfm_load(const char *path, si_err_t *err) {
     }
     g->output = (int)h.output;
     if (si_graph_finish(g, err) < 0) goto fail;
+    if (h.cut_begin >= h.cut_end || h.cut_end >= (uint32_t)g->n_cuts) {
+        si_err_set(err, "corrupt model file (segment #%u..#%u)", h.cut_begin, h.cut_end);
+        goto fail;
+    }
+    g->default_cut_begin = (int)h.cut_begin, g->default_cut_end = (int)h.cut_end;
     return g;
 fail:
     si_err_prefix(err, "%s", path);

@@ -351,9 +351,13 @@ static void test_sfm_roundtrip(void **state) {
     si_engine_t *e = si_engine_create(h, &hs, 1, &err);
     assert_non_null(e);
     si_engine_free(e);
-    assert_int_equal(si_graph_segment(h, NULL, &hs, &err), 0);
+    assert_int_equal(si_graph_segment(h, "all", &hs, &err), 0);
     assert_null(si_engine_create(h, &hs, 1, &err));
     assert_non_null(strstr(err.msg, "not in this model file"));
+    /* No spec means the segment the file holds. */
+    assert_int_equal(si_graph_segment(h, NULL, &hs, &err), 0);
+    assert_int_equal(hs.cut_begin, 2);
+    assert_int_equal(hs.cut_end, 3);
     si_graph_free(h);
 
     /* Truncated and corrupted copies fail with a message. */

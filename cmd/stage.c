@@ -1,0 +1,154 @@
+/* stage.c - splitinfer stage: one segment of a model behind HTTP.
+ *
+ *   POST /v1/stage   application/x-protobuf StageRequest -> StageReply
+ *   GET  /healthz    200 while the process serves
+ *   GET  /readyz     200 once the weights are loaded and one warm-up run is done
+ *   GET  /metrics    Prometheus text
+ *
+ * Two HTTP workers: one computes while the other still answers probes and
+ * scrapes (compute itself is serialized inside lib/stage). */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "modelfile.h"
+#include "serve.h"
+#include "stage.h"
+
+typedef struct stage_srv {
+    si_stage_t *stage;
+    atomic_int ready;
+    serve_metrics_t m;
+    si_metric_t *phase;   /* splitinfer_stage_phase_seconds{function,phase} */
+    si_metric_t *errors;  /* splitinfer_stage_errors_total{function,kind} */
+} stage_srv_t;
+
+static int on_stage(si_http_req_t *req, si_http_resp_t *resp, void *ud) {
+    stage_srv_t *s = ud;
+    if (!serve_content_type_is(req, "application/x-protobuf"))
+        return si_http_json_error(resp, 415, "unsupported_media_type",
+                                  "POST /v1/stage takes application/x-protobuf (a StageRequest)");
+    si_stage_reply_t reply;
+    si_err_t err = {{0}};
+    si_stage_status_t st = si_stage_call(s->stage, req->body, req->body_len, &reply, &err);
+    const char *fn = s->m.function;
+    if (st != SI_STAGE_OK) {
+        static const char *kinds[] = {"ok", "bad_message", "bad_shape", "failed"};
+        const char *lv[] = {fn, kinds[st]};
+        si_metrics_inc(s->errors, lv, NULL);
+        int status = st == SI_STAGE_BAD_MESSAGE ? 400 : st == SI_STAGE_BAD_SHAPE ? 422 : 500;
+        return si_http_json_error(resp, status, si_http_status_code(status), "%s", err.msg);
+    }
+    const char *phases[] = {"decode", "queue", "compute", "encode"};
+    uint64_t us[] = {reply.timings.decode_us, reply.timings.queue_us, reply.timings.compute_us,
+                     reply.timings.encode_us};
+    for (int i = 0; i < 4; i++) {
+        const char *lv[] = {fn, phases[i]};
+        si_metrics_observe(s->phase, lv, (double)us[i] * 1e-6, NULL);
+    }
+    si_http_resp_content_type(resp, "application/x-protobuf");
+    /* The packed reply goes out as is, freed once written: no copy. */
+    si_http_resp_body_borrow(resp, reply.body, reply.len, free, reply.body);
+    return 0;
+}
+
+static int on_healthz(si_http_req_t *req, si_http_resp_t *resp, void *ud) {
+    (void)req, (void)ud;
+    si_http_resp_content_type(resp, "text/plain");
+    si_http_resp_body(resp, "ok\n", 3);
+    return 0;
+}
+
+static int on_readyz(si_http_req_t *req, si_http_resp_t *resp, void *ud) {
+    (void)req;
+    stage_srv_t *s = ud;
+    if (!atomic_load(&s->ready))
+        return si_http_json_error(resp, 503, "not_ready", "loading weights and warming up");
+    si_http_resp_content_type(resp, "text/plain");
+    si_http_resp_body(resp, "ready\n", 6);
+    return 0;
+}
+
+int si_cmd_stage(int argc, char **argv) {
+    cli_opts_t o;
+    if (cli_parse(argc, argv, "mstpHNBK", &o)) return 1;
+    if (o.n_args) {
+        free(o.args);
+        return cli_fail("usage: splitinfer stage -m MODEL [--segment A..B] [--port P] [--threads N] "
+                        "[--host ADDR] [--name NAME] [--band k/K | --bands K]");
+    }
+    double t0 = cli_now_ms();
+    serve_block_signals();
+    stage_srv_t s = {0};
+    si_err_t err = {{0}};
+    si_http_server_t *srv = NULL;
+    int rc = 1;
+    if (!o.model) {
+        cli_fail("no model: pass -m MODEL or set SPLITINFER_MODEL");
+        goto out;
+    }
+    si_engine_set_threads(o.threads ? o.threads : 1);
+    si_graph_t *g = si_model_load(o.model, &err);
+    if (!g) {
+        cli_fail("%s", err.msg);
+        goto out;
+    }
+    char defseg[SI_MAX_NAME];
+    const char *segment = o.segment ? o.segment : si_graph_default_segment(g, defseg, sizeof defseg);
+    if (!(s.stage = si_stage_new(g, segment, &err))) {
+        cli_fail("%s", err.msg);
+        goto out;
+    }
+    static const char *const fp[] = {"function", "phase"}, *const fk[] = {"function", "kind"};
+    const char *name = o.name ? o.name : segment;
+    if (serve_metrics_init(&s.m, name, &err) < 0 ||
+        !(s.phase = si_metrics_histogram(s.m.reg, "splitinfer_stage_phase_seconds",
+                                         "Where a stage call's time went: decode, queue, compute, "
+                                         "encode.", 2, fp, NULL, 0, &err)) ||
+        !(s.errors = si_metrics_counter(s.m.reg, "splitinfer_stage_errors_total",
+                                        "Stage calls refused, by kind.", 2, fk, &err))) {
+        cli_fail("%s", err.msg);
+        goto out;
+    }
+    si_http_config_t cfg = {.host = o.host ? o.host : "0.0.0.0", .port = serve_port(o.port),
+                            .n_threads = 2, .on_access = serve_on_access, .access_ud = &s.m};
+    if (!(srv = si_http_server_new(&cfg, &err)) ||
+        si_http_route(srv, "POST", "/v1/stage", on_stage, &s, &err) < 0 ||
+        si_http_route(srv, "GET", "/healthz", on_healthz, &s, &err) < 0 ||
+        si_http_route(srv, "GET", "/readyz", on_readyz, &s, &err) < 0 ||
+        si_http_route(srv, "GET", "/metrics", serve_metrics_handler, &s.m, &err) < 0 ||
+        si_http_server_start(srv, &err) < 0) {
+        cli_fail("%s", err.msg);
+        goto out;
+    }
+    /* Serving (live) from here; ready after one warm-up run. */
+    double t1 = cli_now_ms();
+    /* Warm what this function will be asked for: its band, or all K bands
+     * when one Service serves every band of a step. */
+    int wk = o.band_n ? o.band_k : -1, wn = o.band_n ? o.band_n : o.bands ? o.bands : 1;
+    if (si_stage_warmup(s.stage, wk, wn, &err) < 0) {
+        cli_fail("warm-up of %s failed: %s", segment, err.msg);
+        goto out;
+    }
+    double t2 = cli_now_ms();
+    si_metric_t *load = si_metrics_gauge(s.m.reg, "splitinfer_model_load_seconds",
+                                         "Start of the process to weights loaded and warm.", 1,
+                                         (const char *const[]){"function"}, &err);
+    if (load) si_metrics_set(load, (const char *const[]){name}, (t2 - t0) / 1e3, NULL);
+    atomic_store(&s.ready, 1);
+    fprintf(stderr, "splitinfer stage %s: serving %s on port %d (load %.0f ms, warm-up %.0f ms)\n",
+            name, segment, si_http_server_port(srv), t1 - t0, t2 - t1);
+    int sig = serve_wait();
+    fprintf(stderr, "splitinfer stage %s: signal %d, finishing requests in flight\n", name, sig);
+    si_http_server_stop(srv);
+    rc = 0;
+out:
+    si_http_server_free(srv);
+    si_stage_free(s.stage);
+    if (s.m.reg) si_metrics_free(s.m.reg);
+    free(o.args);
+    return rc;
+}

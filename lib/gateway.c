@@ -1,0 +1,253 @@
+/* gateway.c - plan execution over stage functions. See gateway.h. */
+#include "gateway.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "wire.h"
+
+typedef struct band_rows {
+    int out_begin, out_end; /* rows of the step's output this band computes */
+    int in_begin, in_end;   /* rows of the step's input it needs */
+} band_rows_t;
+
+typedef struct step {
+    si_segment_t seg;
+    int bands;
+    band_rows_t rows[SI_PLAN_MAX_BANDS];
+    char urls[SI_PLAN_MAX_BANDS][SI_PLAN_MAX_URL + 16]; /* function + "/v1/stage" */
+} step_t;
+
+struct si_gateway {
+    si_graph_t *g;
+    si_plan_t plan;
+    step_t *steps;
+    si_wire_dtype_t dtype;
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+si_gateway_t *si_gateway_new(const si_plan_t *plan, si_graph_t *g, si_err_t *err) {
+    si_gateway_t *gw = calloc(1, sizeof *gw);
+    si_segment_t *segs = calloc(SI_PLAN_MAX_STEPS, sizeof *segs);
+    if (!gw || !segs || !(gw->steps = calloc((size_t)plan->n_steps, sizeof *gw->steps))) {
+        si_err_set(err, "out of memory");
+        goto fail;
+    }
+    gw->g = g;
+    gw->plan = *plan;
+    if (si_wire_dtype_parse(plan->dtype, &gw->dtype, err) < 0) goto fail;
+    if (si_plan_check(plan, g, segs, err) < 0) goto fail;
+    for (int i = 0; i < plan->n_steps; i++) {
+        const si_plan_step_t *ps = &plan->steps[i];
+        step_t *st = &gw->steps[i];
+        st->seg = segs[i];
+        st->bands = ps->bands;
+        const si_value_t *y = &g->values[st->seg.out];
+        int h = y->ndim == 4 ? y->dims[2] : 1;
+        for (int k = 0; k < ps->bands; k++) {
+            band_rows_t *r = &st->rows[k];
+            si_rows_split(h, ps->bands, k, &r->out_begin, &r->out_end);
+            si_band_t band;
+            if (si_graph_band(g, &st->seg, r->out_begin, r->out_end, &band, err) < 0) goto fail;
+            r->in_begin = band.in_begin, r->in_end = band.in_end;
+            si_band_free(&band);
+            const char *url = si_plan_function(ps, k);
+            if (!url[0]) {
+                si_err_set(err, "step %d (%s): no function URL for band %d", i, ps->segment, k);
+                goto fail;
+            }
+            snprintf(st->urls[k], sizeof st->urls[k], "%s/v1/stage", url);
+        }
+    }
+    free(segs);
+    return gw;
+fail:
+    free(segs);
+    if (gw) {
+        free(gw->steps);
+        free(gw);
+    }
+    si_graph_free(g);
+    return NULL;
+}
+
+void si_gateway_free(si_gateway_t *gw) {
+    if (!gw) return;
+    si_graph_free(gw->g);
+    free(gw->steps);
+    free(gw);
+}
+
+size_t si_gateway_in_numel(const si_gateway_t *gw) { return si_value_numel(&gw->g->values[0]); }
+size_t si_gateway_out_numel(const si_gateway_t *gw) {
+    return si_value_numel(&gw->g->values[gw->g->output]);
+}
+const si_graph_t *si_gateway_graph(const si_gateway_t *gw) { return gw->g; }
+const si_plan_t *si_gateway_plan(const si_gateway_t *gw) { return &gw->plan; }
+
+/* Rows [a, b) of every plane of x (C planes of h rows of w floats) -> dst. */
+static void slice_rows(const float *x, int c, int h, int w, int a, int b, float *dst) {
+    size_t row = (size_t)w, n = (size_t)(b - a) * row;
+    for (int p = 0; p < c; p++) memcpy(dst + (size_t)p * n, x + ((size_t)p * (size_t)h + (size_t)a) * row, n * sizeof *dst);
+}
+
+/* The inverse: band rows of every plane into rows [a, b) of y (h rows). */
+static void place_rows(const float *band, int c, int h, int w, int a, int b, float *y) {
+    size_t row = (size_t)w, n = (size_t)(b - a) * row;
+    for (int p = 0; p < c; p++) memcpy(y + ((size_t)p * (size_t)h + (size_t)a) * row, band + (size_t)p * n, n * sizeof *y);
+}
+
+static si_gateway_status_t from_httpc(const si_httpc_resp_t *r) {
+    if (r->error == SI_HTTPC_TIMEOUT) return SI_GW_UPSTREAM_TIMEOUT;
+    if (r->error == SI_HTTPC_CONNECT) return SI_GW_UPSTREAM_DOWN;
+    return SI_GW_UPSTREAM_ERROR;
+}
+
+/* Runs step i from x (the step's full input) into y (its full output). */
+static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i, const float *x,
+                                    float *y, si_gateway_step_trace_t *tr, si_err_t *err) {
+    const step_t *st = &gw->steps[i];
+    const si_value_t *xv = &gw->g->values[st->seg.in], *yv = &gw->g->values[st->seg.out];
+    int K = st->bands;
+    si_gateway_status_t rc = SI_GW_FAILED;
+    float *slices[SI_PLAN_MAX_BANDS] = {0};
+    uint8_t *bodies[SI_PLAN_MAX_BANDS] = {0};
+    size_t lens[SI_PLAN_MAX_BANDS] = {0};
+    si_httpc_call_t calls[SI_PLAN_MAX_BANDS];
+    si_httpc_resp_t resps[SI_PLAN_MAX_BANDS];
+    memset(resps, 0, sizeof resps);
+    memset(tr, 0, sizeof *tr);
+    double t0 = now_s();
+    for (int k = 0; k < K; k++) {
+        const band_rows_t *r = &st->rows[k];
+        si_wire_request_t rq;
+        memset(&rq, 0, sizeof rq);
+        rq.segment = gw->plan.steps[i].segment;
+        rq.input.ndim = xv->ndim;
+        for (int d = 0; d < xv->ndim; d++) rq.input.dims[d] = xv->dims[d];
+        rq.input.data = x;
+        rq.input.dtype = gw->dtype;
+        rq.reply_dtype = gw->dtype;
+        if (xv->ndim == 4) {
+            int h = r->in_end - r->in_begin;
+            rq.input.dims[2] = h;
+            rq.input_row0 = r->in_begin;
+            if (h != xv->dims[2]) { /* a band: its rows, contiguous per channel */
+                slices[k] = malloc((size_t)xv->dims[1] * (size_t)h * (size_t)xv->dims[3] * sizeof(float));
+                if (!slices[k]) {
+                    si_err_set(err, "out of memory");
+                    goto out;
+                }
+                slice_rows(x, xv->dims[1], xv->dims[2], xv->dims[3], r->in_begin, r->in_end, slices[k]);
+                rq.input.data = slices[k];
+            }
+            rq.out_row_begin = r->out_begin, rq.out_row_end = r->out_end;
+        }
+        if (si_wire_encode_request(&rq, &bodies[k], &lens[k], err) < 0) goto out;
+        /* No "Expect: 100-continue": a stage takes any body under its limit,
+         * and waiting for the 100 costs a round trip per megabyte-sized hop. */
+        static const char *const hdrs[] = {"Expect:", NULL};
+        calls[k] = (si_httpc_call_t){.url = st->urls[k], .content_type = "application/x-protobuf",
+                                     .body = bodies[k], .len = lens[k],
+                                     .timeout_ms = gw->plan.timeout_ms, .headers = hdrs};
+        tr->bytes_sent += lens[k];
+    }
+    if (si_httpc_post_many(client, K, calls, resps, err) < 0) goto out;
+    /* A stage call is idempotent: one retry of what failed to connect or lost
+     * its connection (a function restarting, a keep-alive connection the peer
+     * closed). A timeout is not retried: the plan's time is spent. */
+    for (int k = 0; k < K; k++) {
+        if (resps[k].error != SI_HTTPC_CONNECT && resps[k].error != SI_HTTPC_IO) continue;
+        si_httpc_resp_free(&resps[k]);
+        si_httpc_post_many(client, 1, &calls[k], &resps[k], err);
+        tr->retries++;
+    }
+    for (int k = 0; k < K; k++) {
+        const band_rows_t *r = &st->rows[k];
+        if (resps[k].error != SI_HTTPC_OK || resps[k].status != 200) {
+            rc = from_httpc(&resps[k]);
+            if (resps[k].error != SI_HTTPC_OK)
+                si_err_set(err, "step %d (%s) band %d: %s: %s", i, gw->plan.steps[i].segment, k,
+                           st->urls[k], resps[k].error_msg);
+            else
+                si_err_set(err, "step %d (%s) band %d: %s answered %d: %.*s", i,
+                           gw->plan.steps[i].segment, k, st->urls[k], resps[k].status,
+                           (int)(resps[k].len > 300 ? 300 : resps[k].len), (const char *)resps[k].body);
+            goto out;
+        }
+        si_wire_reply_t rp;
+        if (si_wire_decode_reply(resps[k].body, resps[k].len, &rp, NULL, err) < 0) {
+            si_err_prefix(err, "step %d band %d: bad reply from %s", i, k, st->urls[k]);
+            rc = SI_GW_UPSTREAM_ERROR;
+            goto out;
+        }
+        int rows = r->out_end - r->out_begin;
+        int ok = rp.output.ndim == yv->ndim && rp.output.dims[0] == 1 && rp.output.dims[1] == yv->dims[1] &&
+                 (yv->ndim == 2 || (rp.output.dims[2] == rows && rp.output.dims[3] == yv->dims[3] &&
+                                    rp.out_row0 == r->out_begin));
+        if (!ok) {
+            si_wire_reply_free(&rp);
+            si_err_set(err, "step %d band %d: %s replied with a tensor of the wrong shape or rows", i,
+                       k, st->urls[k]);
+            rc = SI_GW_UPSTREAM_ERROR;
+            goto out;
+        }
+        if (yv->ndim == 4)
+            place_rows(rp.output.data, yv->dims[1], yv->dims[2], yv->dims[3], r->out_begin, r->out_end, y);
+        else
+            memcpy(y, rp.output.data, si_value_numel(yv) * sizeof *y);
+        double own = (double)(rp.timings.decode_us + rp.timings.queue_us + rp.timings.compute_us +
+                              rp.timings.encode_us) * 1e-6;
+        double net = resps[k].seconds - own;
+        tr->network += net > 0 ? net : 0;
+        double comp = (double)rp.timings.compute_us * 1e-6;
+        if (comp > tr->compute) tr->compute = comp;
+        tr->bytes_received += resps[k].len;
+        si_wire_reply_free(&rp);
+    }
+    rc = SI_GW_OK;
+out:
+    tr->seconds = now_s() - t0;
+    for (int k = 0; k < K; k++) {
+        free(slices[k]);
+        free(bodies[k]);
+        si_httpc_resp_free(&resps[k]);
+    }
+    return rc;
+}
+
+si_gateway_status_t si_gateway_run(si_gateway_t *gw, si_httpc_t *client, const float *input,
+                                   float *out, si_gateway_trace_t *trace, si_err_t *err) {
+    si_gateway_trace_t local;
+    if (!trace) trace = &local;
+    memset(trace, 0, sizeof *trace);
+    double t0 = now_s();
+    const float *x = input;
+    float *owned = NULL;
+    si_gateway_status_t rc = SI_GW_OK;
+    for (int i = 0; i < gw->plan.n_steps && rc == SI_GW_OK; i++) {
+        const si_value_t *yv = &gw->g->values[gw->steps[i].seg.out];
+        /* Per request: each step's output, freed once the next step has read it. */
+        float *y = i == gw->plan.n_steps - 1 ? out : malloc(si_value_numel(yv) * sizeof *y);
+        if (!y) {
+            si_err_set(err, "out of memory");
+            rc = SI_GW_FAILED;
+            break;
+        }
+        rc = run_step(gw, client, i, x, y, &trace->steps[i], err);
+        trace->n_steps = i + 1;
+        free(owned);
+        owned = y == out ? NULL : y;
+        x = y;
+    }
+    free(owned);
+    trace->seconds = now_s() - t0;
+    return rc;
+}

@@ -1,0 +1,201 @@
+/* stage.c - a stage function's core. See stage.h. */
+#include "stage.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine.h"
+
+#define STAGE_ENGINES 8 /* cached (batch, band) engines; a plan uses one or two */
+
+typedef struct cached {
+    int batch, out_begin, out_end; /* key */
+    int in_begin, in_end;          /* input rows it reads */
+    si_engine_t *engine;
+    float *out;                    /* si_engine_out_numel floats */
+    uint64_t last_used;
+} cached_t;
+
+struct si_stage {
+    si_graph_t *g;
+    si_segment_t seg;
+    char spec[SI_MAX_NAME];
+    pthread_mutex_t lock; /* guards everything below and the engines' runs */
+    cached_t cache[STAGE_ENGINES];
+    uint64_t tick;
+    uint64_t last_encode_us; /* see si_stage_call */
+};
+
+static uint64_t now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+si_stage_t *si_stage_new(si_graph_t *g, const char *segment, si_err_t *err) {
+    si_stage_t *s = calloc(1, sizeof *s);
+    if (!s) {
+        si_err_set(err, "out of memory");
+        si_graph_free(g);
+        return NULL;
+    }
+    s->g = g;
+    if (si_graph_segment(g, segment, &s->seg, err) < 0) {
+        si_graph_free(g);
+        free(s);
+        return NULL;
+    }
+    snprintf(s->spec, sizeof s->spec, "%s", segment ? segment : "all");
+    pthread_mutex_init(&s->lock, NULL);
+    return s;
+}
+
+static void cached_clear(cached_t *c) {
+    si_engine_free(c->engine);
+    free(c->out);
+    memset(c, 0, sizeof *c);
+}
+
+void si_stage_free(si_stage_t *s) {
+    if (!s) return;
+    for (int i = 0; i < STAGE_ENGINES; i++) cached_clear(&s->cache[i]);
+    pthread_mutex_destroy(&s->lock);
+    si_graph_free(s->g);
+    free(s);
+}
+
+const si_segment_t *si_stage_segment(const si_stage_t *s) { return &s->seg; }
+const si_graph_t *si_stage_graph(const si_stage_t *s) { return s->g; }
+
+static int out_rows(const si_stage_t *s) {
+    const si_value_t *y = &s->g->values[s->seg.out];
+    return y->ndim == 4 ? y->dims[2] : 1;
+}
+
+/* The engine for (batch, rows [a, b)), compiled on a miss; the least recently
+ * used one makes room. Caller holds the lock. */
+static cached_t *engine_for(si_stage_t *s, int batch, int a, int b, si_err_t *err) {
+    cached_t *victim = &s->cache[0];
+    for (int i = 0; i < STAGE_ENGINES; i++) {
+        cached_t *c = &s->cache[i];
+        if (c->engine && c->batch == batch && c->out_begin == a && c->out_end == b) {
+            c->last_used = ++s->tick;
+            return c;
+        }
+        if (!c->engine || (victim->engine && c->last_used < victim->last_used)) victim = c;
+    }
+    cached_clear(victim);
+    si_band_t band;
+    if (si_graph_band(s->g, &s->seg, a, b, &band, err) < 0) return NULL;
+    si_engine_t *e = si_engine_create_band(s->g, &s->seg, &band, batch, err);
+    int ib = band.in_begin, ie = band.in_end;
+    si_band_free(&band);
+    if (!e) return NULL;
+    float *out = malloc(si_engine_out_numel(e) * sizeof *out);
+    if (!out) {
+        si_engine_free(e);
+        si_err_set(err, "out of memory");
+        return NULL;
+    }
+    *victim = (cached_t){batch, a, b, ib, ie, e, out, ++s->tick};
+    return victim;
+}
+
+int si_stage_warmup(si_stage_t *s, int k, int K, si_err_t *err) {
+    int h = out_rows(s);
+    if (K < 1 || K > h || k >= K) return si_err_set(err, "band %d of %d: %s has %d rows", k, K, s->spec, h);
+    pthread_mutex_lock(&s->lock);
+    int rc = 0;
+    for (int j = k < 0 ? 0 : k; rc == 0 && j < (k < 0 ? K : k + 1); j++) {
+        int a, b;
+        si_rows_split(h, K, j, &a, &b);
+        cached_t *c = engine_for(s, 1, a, b, err);
+        float *in = c ? calloc(si_engine_in_numel(c->engine), sizeof *in) : NULL;
+        rc = !c ? -1 : !in ? si_err_set(err, "out of memory") : si_engine_run(c->engine, in, c->out, err);
+        free(in);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* Checks a decoded request against this segment; fills the band wanted. */
+static int check_request(const si_stage_t *s, const si_wire_request_t *rq, int *a, int *b,
+                         si_err_t *err) {
+    si_segment_t asked;
+    if (si_graph_segment(s->g, rq->segment, &asked, err) < 0) return -1;
+    if (asked.cut_begin != s->seg.cut_begin || asked.cut_end != s->seg.cut_end)
+        return si_err_set(err, "this function serves segment %s, not %s", s->spec, rq->segment);
+    const si_value_t *x = &s->g->values[s->seg.in];
+    const si_wire_tensor_t *t = &rq->input;
+    if (t->ndim != x->ndim || t->dims[1] != x->dims[1] || (x->ndim == 4 && t->dims[3] != x->dims[3]))
+        return si_err_set(err, "input of %d dims with %lld channels; segment %s takes [N,%d%s]",
+                          t->ndim, (long long)t->dims[1], s->spec, x->dims[1],
+                          x->ndim == 4 ? ",H,W" : "");
+    if (t->dims[0] < 1 || t->dims[0] > 64)
+        return si_err_set(err, "batch %lld outside 1..64", (long long)t->dims[0]);
+    *a = rq->out_row_begin, *b = rq->out_row_end;
+    if (*a == 0 && *b == 0) *b = out_rows(s);
+    if (*a < 0 || *b > out_rows(s) || *a >= *b)
+        return si_err_set(err, "output rows [%d, %d) outside the %d rows of %s", *a, *b,
+                          out_rows(s), s->spec);
+    return 0;
+}
+
+si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
+                                si_stage_reply_t *reply, si_err_t *err) {
+    memset(reply, 0, sizeof *reply);
+    uint64_t t0 = now_us();
+    si_wire_request_t rq;
+    if (si_wire_decode_request(body, len, &rq, NULL, err) < 0) return SI_STAGE_BAD_MESSAGE;
+    int a = 0, b = 0;
+    if (check_request(s, &rq, &a, &b, err) < 0) {
+        si_wire_request_free(&rq);
+        return SI_STAGE_BAD_SHAPE;
+    }
+    uint64_t t1 = now_us();
+    pthread_mutex_lock(&s->lock);
+    uint64_t t2 = now_us();
+    si_stage_status_t st = SI_STAGE_FAILED;
+    cached_t *c = engine_for(s, (int)rq.input.dims[0], a, b, err);
+    if (!c) goto unlock;
+    const si_value_t *x = &s->g->values[s->seg.in];
+    int h = x->ndim == 4 ? (int)rq.input.dims[2] : 1;
+    if (x->ndim == 4 && (rq.input_row0 != c->in_begin || rq.input_row0 + h != c->in_end)) {
+        si_err_set(err, "output rows [%d, %d) of %s need input rows [%d, %d), got [%d, %d)", a, b,
+                   s->spec, c->in_begin, c->in_end, rq.input_row0, rq.input_row0 + h);
+        st = SI_STAGE_BAD_SHAPE;
+        goto unlock;
+    }
+    if (si_engine_run(c->engine, rq.input.data, c->out, err) < 0) goto unlock;
+    uint64_t t3 = now_us();
+    si_wire_reply_t rp;
+    memset(&rp, 0, sizeof rp);
+    rp.request_id = rq.request_id;
+    int od[4];
+    rp.output.ndim = si_engine_out_dims(c->engine, od);
+    for (int i = 0; i < rp.output.ndim; i++) rp.output.dims[i] = od[i];
+    rp.output.data = c->out;
+    rp.output.dtype = rq.reply_dtype;
+    rp.out_row0 = rp.output.ndim == 4 ? a : 0;
+    /* The encode time of this reply is not known while packing it: report the
+     * previous one's, which for the same band is the same work. */
+    rp.timings = (si_wire_timings_t){t1 - t0, t2 - t1, t3 - t2, s->last_encode_us};
+    if (si_wire_encode_reply(&rp, &reply->body, &reply->len, err) < 0) goto unlock;
+    s->last_encode_us = now_us() - t3;
+    reply->timings = rp.timings;
+    reply->timings.encode_us = s->last_encode_us;
+    reply->out_elems = (int64_t)si_engine_out_numel(c->engine);
+    st = SI_STAGE_OK;
+unlock:
+    pthread_mutex_unlock(&s->lock);
+    si_wire_request_free(&rq);
+    return st;
+}
+
+void si_stage_reply_free(si_stage_reply_t *reply) {
+    free(reply->body);
+    memset(reply, 0, sizeof *reply);
+}
