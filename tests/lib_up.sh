@@ -1,0 +1,34 @@
+# Sourced by the end-to-end tests: start and stop `splitinfer up`.
+#   up_start PLAN MODEL [LOG]   starts it, waits for "gateway: URL", sets GW and UP_PID
+#   up_stop                     SIGTERM, waits; fails the test if up did not exit 0
+# Every up started here is stopped by the EXIT trap, whatever happens.
+BIN=${SPLITINFER:-build/splitinfer}
+UP_PIDS=()
+up_start() {
+    local plan=$1 model=$2 log=${3:-$(mktemp)}
+    UP_LOG=$log
+    "$BIN" up --plan "$plan" -m "$model" >"$log.out" 2>"$log" &
+    UP_PID=$!
+    UP_PIDS+=("$UP_PID")
+    for _ in $(seq 1 600); do
+        GW=$(sed -n 's/^gateway: \(http[^ ]*\).*/\1/p' "$log.out" 2>/dev/null)
+        [ -n "$GW" ] && return 0
+        kill -0 "$UP_PID" 2>/dev/null || break
+        sleep 0.2
+    done
+    echo "FAIL: splitinfer up --plan $plan did not start:"; tail -20 "$log"
+    return 1
+}
+up_stop() {
+    local kids rc=0
+    kids=$(pgrep -P "$UP_PID")
+    kill -TERM "$UP_PID" 2>/dev/null
+    wait "$UP_PID" || rc=$?
+    if [ "$rc" -ne 0 ]; then echo "FAIL: up exited $rc after SIGTERM"; return 1; fi
+    for k in $kids; do
+        if kill -0 "$k" 2>/dev/null; then echo "FAIL: function pid $k left running"; return 1; fi
+    done
+    return 0
+}
+up_cleanup() { for p in "${UP_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done; wait 2>/dev/null; }
+trap up_cleanup EXIT

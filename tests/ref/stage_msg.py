@@ -1,0 +1,47 @@
+#!/usr/bin/python3
+"""Writes a StageRequest (proto/splitinfer.proto) by hand, for tests that need
+valid, wrong-shaped or damaged messages without a protobuf library.
+
+    stage_msg.py OUT SEGMENT N C H W [ROW0 OUT_BEGIN OUT_END]
+
+The tensor holds seeded random float32 values."""
+import struct, sys, random
+
+
+def varint(v):
+    out = b""
+    v &= (1 << 64) - 1
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        out += bytes([b | (0x80 if v else 0)])
+        if not v:
+            return out
+
+
+def field(num, wire, payload):
+    key = varint((num << 3) | wire)
+    if wire == 2:
+        return key + varint(len(payload)) + payload
+    return key + payload
+
+
+def request(segment, dims, row0=0, ob=0, oe=0):
+    random.seed(1)
+    n = 1
+    for d in dims:
+        n *= d
+    data = struct.pack("<%df" % n, *[random.uniform(-1, 1) for _ in range(n)])
+    tensor = field(1, 2, b"".join(varint(d) for d in dims)) + field(3, 2, data)
+    msg = field(1, 2, b"test") + field(2, 2, segment.encode())
+    for num, v in ((3, row0), (4, ob), (5, oe)):
+        if v:
+            msg += field(num, 0, varint(v))
+    return msg + field(7, 2, tensor)
+
+
+if __name__ == "__main__":
+    out, seg = sys.argv[1], sys.argv[2]
+    dims = [int(x) for x in sys.argv[3:7]]
+    rest = [int(x) for x in sys.argv[7:10]] + [0, 0, 0]
+    open(out, "wb").write(request(seg, dims, *rest[:3]))

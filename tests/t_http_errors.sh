@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Bad input over HTTP: each case gets its status code and a JSON error, and the
+# server still serves afterwards. Stage and gateway from `splitinfer up`
+# (MobileNetV2 pipeline: small and fast), plus a gateway whose function is
+# down, and a function killed during a load run (up restarts it).
+# Exit 0 pass, 1 fail, 77 cannot run here.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+. tests/lib_up.sh
+PY=/usr/bin/python3
+MB=../shared/models/mobilenet_v2_imagenet.onnx
+PHOTO=$(ls ../shared/testdata/imagenet-sample/*.png 2>/dev/null | head -1)
+[ -f "$MB" ] && [ -n "$PHOTO" ] || { echo "skip: ../shared model or photos missing"; exit 77; }
+command -v hey >/dev/null || { echo "skip: hey is not installed (make deps)"; exit 77; }
+W=build/test-http
+mkdir -p "$W"
+failed=0
+
+# expect STATUS CODE_SUBSTRING LABEL CURL_ARGS...: checks status and JSON error body.
+expect() {
+    local want=$1 label=$2
+    shift 2
+    local got
+    got=$(curl -s -m 30 -o "$W/body" -w '%{http_code}' "$@")
+    if [ "$got" != "$want" ]; then
+        echo "FAIL: $label: HTTP $got, want $want: $(head -c 200 "$W/body")"; failed=1; return
+    fi
+    if [ "$want" -ge 400 ] && ! "$PY" -c "import json,sys; e=json.load(open('$W/body'))['error']; assert e['code'] and e['message']" 2>/dev/null; then
+        echo "FAIL: $label: HTTP $got without a JSON error: $(head -c 200 "$W/body")"; failed=1; return
+    fi
+    echo "ok   $label: HTTP $got $(head -c 120 "$W/body" | tr -cd "[:print:]")"
+}
+still_serving() {
+    expect 200 "  still serving" -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "$GW/v1/classify"
+}
+
+up_start tests/plans/mobilenet-pipeline.json "$MB" "$W/up.log" || exit 1
+STAGE=$(sed -n 's/.*"functions": \[ *"\([^"]*\)".*/\1/p' "$(sed -n 's/.*files in \([^)]*\)).*/\1/p' "$UP_LOG.out")/plan.json" | head -1)
+[ -z "$STAGE" ] && STAGE=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['steps'][0]['functions'][0])" "$(sed -n 's/.*files in \([^)]*\)).*/\1/p' "$UP_LOG.out")/plan.json")
+echo "gateway $GW, first stage $STAGE"
+
+# Gateway
+printf 'this is not a png' >"$W/text.png"
+head -c 3000 "$PHOTO" >"$W/trunc.png"
+head -c $((33 * 1024 * 1024)) /dev/zero >"$W/huge.png"
+expect 400 "non-PNG body" -X POST -H 'Content-Type: image/png' --data-binary "@$W/text.png" "$GW/v1/classify"; still_serving
+expect 400 "truncated PNG" -X POST -H 'Content-Type: image/png' --data-binary "@$W/trunc.png" "$GW/v1/classify"; still_serving
+expect 413 "body over the 32 MiB limit" -X POST -H 'Content-Type: image/png' --data-binary "@$W/huge.png" "$GW/v1/classify"; still_serving
+expect 415 "wrong content type" -X POST -H 'Content-Type: text/plain' --data-binary "@$PHOTO" "$GW/v1/classify"; still_serving
+expect 404 "unknown route" "$GW/v1/nothing"; still_serving
+expect 405 "wrong method" "$GW/v1/classify"; still_serving
+expect 404 "unknown OIP model" "$GW/v2/models/nope"
+expect 200 "OIP model metadata" "$GW/v2/models/mobilenet_v2"
+expect 422 "OIP wrong shape" -X POST -H 'Content-Type: application/json' -d '{"inputs":[{"name":"input","shape":[1,3,2,2],"datatype":"FP32","data":[1,2,3,4,5,6,7,8,9,10,11,12]}]}' "$GW/v2/models/mobilenet_v2/infer"
+expect 400 "OIP malformed JSON" -X POST -H 'Content-Type: application/json' -d '{"inputs": [' "$GW/v2/models/mobilenet_v2/infer"; still_serving
+
+# Stage
+"$PY" tests/ref/stage_msg.py "$W/ok.pb" "#0..#6" 1 3 224 224
+"$PY" tests/ref/stage_msg.py "$W/shape.pb" "#0..#6" 1 4 224 224
+"$PY" tests/ref/stage_msg.py "$W/seg.pb" "#6..#13" 1 3 224 224
+"$PY" tests/ref/stage_msg.py "$W/noseg.pb" "layer9" 1 3 224 224
+"$PY" tests/ref/stage_msg.py "$W/rows.pb" "#0..#6" 1 3 100 224 0 0 56
+head -c 100000 "$W/ok.pb" >"$W/trunc.pb"
+head -c 5000 /dev/urandom >"$W/random.pb"
+PB=(-X POST -H 'Content-Type: application/x-protobuf')
+expect 200 "stage: valid request" "${PB[@]}" --data-binary "@$W/ok.pb" "$STAGE/v1/stage"
+expect 400 "stage: truncated protobuf" "${PB[@]}" --data-binary "@$W/trunc.pb" "$STAGE/v1/stage"
+expect 400 "stage: malformed protobuf" "${PB[@]}" --data-binary "@$W/random.pb" "$STAGE/v1/stage"
+expect 422 "stage: wrong shape" "${PB[@]}" --data-binary "@$W/shape.pb" "$STAGE/v1/stage"
+expect 422 "stage: another segment" "${PB[@]}" --data-binary "@$W/seg.pb" "$STAGE/v1/stage"
+expect 422 "stage: unknown segment" "${PB[@]}" --data-binary "@$W/noseg.pb" "$STAGE/v1/stage"
+expect 422 "stage: rows that do not match the band" "${PB[@]}" --data-binary "@$W/rows.pb" "$STAGE/v1/stage"
+expect 415 "stage: wrong content type" -X POST -H 'Content-Type: image/png' --data-binary "@$W/ok.pb" "$STAGE/v1/stage"
+expect 404 "stage: unknown route" "$STAGE/v1/other"
+expect 200 "stage: still serving" "${PB[@]}" --data-binary "@$W/ok.pb" "$STAGE/v1/stage"
+
+# A function killed during a load run: up restarts it, requests after succeed.
+victim=$(pgrep -f "step2.sfm" | head -1)
+hey -n 400 -c 4 -m POST -T image/png -D "$PHOTO" "$GW/v1/classify" >"$W/hey-kill.txt" 2>&1 &
+HEY=$!
+sleep 1
+kill -9 "$victim" && echo "killed function pid $victim during the load run"
+wait "$HEY"
+grep -E '^\s+\[[0-9]+\]' "$W/hey-kill.txt" | sed 's/^/    /'
+for _ in $(seq 1 100); do grep -q 'restarting' "$W/up.log" && break; sleep 0.1; done
+grep -q 'restarting' "$W/up.log" && echo "ok   up restarted it: $(grep restarting "$W/up.log" | tail -1)" || { echo "FAIL: no restart logged"; failed=1; }
+sleep 2
+ok=0
+for _ in 1 2 3 4 5; do
+    code=$(curl -s -m 30 -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "$GW/v1/classify")
+    [ "$code" = 200 ] && ok=$((ok + 1))
+done
+[ "$ok" = 5 ] && echo "ok   5/5 requests after the restart succeeded" || { echo "FAIL: $ok/5 after restart"; failed=1; }
+up_stop || failed=1
+
+# A gateway whose function is down: 503 with a JSON error, quickly.
+port=$("$PY" -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
+cat >"$W/down.json" <<JSON
+{"name": "down", "model": "mobilenet_v2", "timeout_ms": 3000,
+ "steps": [{"segment": "all", "functions": ["http://127.0.0.1:$port"]}]}
+JSON
+gport=$("$PY" -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
+"$BIN" gateway --plan "$W/down.json" -m "$MB" --host 127.0.0.1 --port "$gport" 2>"$W/gw-down.log" &
+GWP=$!
+for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$gport/v2/health/live" && break; sleep 0.1; done
+t0=$(date +%s%N)
+GW=http://127.0.0.1:$gport expect 503 "function down" -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "http://127.0.0.1:$gport/v1/classify"
+ms=$((($(date +%s%N) - t0) / 1000000))
+[ "$ms" -lt 3000 ] && echo "ok   answered in $ms ms (timeout 3000)" || { echo "FAIL: took $ms ms"; failed=1; }
+expect 503 "readiness with a function down" "http://127.0.0.1:$gport/v2/health/ready"
+kill -TERM "$GWP"; wait "$GWP" || { echo "FAIL: gateway exit code on SIGTERM"; failed=1; }
+exit $failed

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# End to end on loopback, every plan through `splitinfer up`:
+#  - ResNet50 (seeded random weights): baseline, pipeline, blocks, parallel give
+#    logits equal (<= 1e-4 relative to max|logit|) to `splitinfer infer` on the
+#    same preprocessed photos; the OIP v2 infer endpoint gives the same logits.
+#  - MobileNetV2 (trained, ../shared/models): baseline, a pipeline cut at its
+#    own cut points and a banded parallel plan give the same top-1 on the 100
+#    photos as the in-process `splitinfer classify`.
+# Exit 0 pass, 1 fail, 77 cannot run here.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+. tests/lib_up.sh
+PY=/usr/bin/python3
+W=build/test-plans
+PHOTOS=../shared/testdata/imagenet-sample
+MB=../shared/models/mobilenet_v2_imagenet.onnx
+"$PY" -c 'import torch, numpy' 2>/dev/null || { echo "skip: no torch/numpy for $PY"; exit 77; }
+[ -d "$PHOTOS" ] && [ -f "$MB" ] || { echo "skip: ../shared photos or model missing"; exit 77; }
+mkdir -p "$W"
+"$PY" tests/ref/export_resnet.py --arch resnet50 --seed 0 --out build/ref/resnet50.onnx --cached || exit 1
+R50=$W/resnet50.sfm
+"$BIN" convert build/ref/resnet50.onnx -o "$R50" || exit 1
+failed=0
+photos=$(ls "$PHOTOS"/*.png | head -3)
+for p in $photos; do
+    b=$(basename "$p" .png)
+    "$BIN" preprocess "$p" -o "$W/$b.in" && "$BIN" infer -m "$R50" --input "$W/$b.in" --output "$W/$b.ref" || exit 1
+done
+
+for plan in baseline pipeline blocks parallel; do
+    up_start plans/$plan.json "$R50" "$W/up-$plan.log" || { failed=1; continue; }
+    for p in $photos; do
+        b=$(basename "$p" .png)
+        curl -s -m 60 -X POST -H 'Content-Type: image/png' --data-binary "@$p" "$GW/v1/classify?logits=1" >"$W/$b.$plan.json"
+        # OIP v2: the same tensor as JSON
+        "$PY" -c "import numpy as np, json; x=np.fromfile('$W/$b.in', dtype='<f4'); print(json.dumps({'inputs':[{'name':'input','shape':[1,3,224,224],'datatype':'FP32','data':x.tolist()}]}))" >"$W/$b.oip.req"
+        curl -s -m 60 -X POST -H 'Content-Type: application/json' --data-binary "@$W/$b.oip.req" "$GW/v2/models/resnet50/infer" >"$W/$b.$plan.oip"
+        if ! "$PY" - "$W/$b.ref" "$W/$b.$plan.json" "$W/$b.$plan.oip" "$plan" "$b" <<'PYEOF'
+import sys, json, numpy as np
+ref = np.fromfile(sys.argv[1], dtype='<f4')
+d = json.load(open(sys.argv[2]))
+o = json.load(open(sys.argv[3]))
+got = np.array(d["logits"], dtype=np.float64)
+oip = np.array(o["outputs"][0]["data"], dtype=np.float64)
+assert o["outputs"][0]["shape"] == [1, 1000], o["outputs"][0]["shape"]
+r1 = np.abs(got - ref).max() / np.abs(ref).max()
+r2 = np.abs(oip - ref).max() / np.abs(ref).max()
+top = d["top"][0]["index"]
+print(f"{sys.argv[4]:9s} {sys.argv[5]:28s} classify rel {r1:.1e}  oip rel {r2:.1e}  top1 {top} (ref {int(ref.argmax())})  {d['ms']:.0f} ms, network {d['network_ms']:.1f} ms")
+sys.exit(0 if r1 <= 1e-4 and r2 <= 1e-4 and top == int(ref.argmax()) else 1)
+PYEOF
+        then echo "FAIL: $plan $b"; head -c 300 "$W/$b.$plan.json"; echo; failed=1; fi
+    done
+    up_stop || failed=1
+done
+
+# MobileNetV2: top-1 over the 100 photos, served vs in process.
+"$BIN" classify -m "$MB" -k 1 --json "$PHOTOS"/*.png >"$W/mb.local.jsonl" || exit 1
+for plan in mobilenet-baseline mobilenet-pipeline mobilenet-parallel; do
+    up_start tests/plans/$plan.json "$MB" "$W/up-$plan.log" || { failed=1; continue; }
+    : >"$W/mb.$plan.jsonl"
+    for p in "$PHOTOS"/*.png; do
+        printf '%s\t' "$p" >>"$W/mb.$plan.jsonl"
+        curl -s -m 30 -X POST -H 'Content-Type: image/png' --data-binary "@$p" "$GW/v1/classify?k=1" >>"$W/mb.$plan.jsonl"
+        echo >>"$W/mb.$plan.jsonl"
+    done
+    if ! "$PY" - "$W/mb.local.jsonl" "$W/mb.$plan.jsonl" "$plan" "$PHOTOS/labels.tsv" <<'PYEOF'
+import sys, json, os
+local = {os.path.basename(j["file"]): j["top"][0]["index"] for j in map(json.loads, open(sys.argv[1]))}
+served, bad = {}, 0
+for line in open(sys.argv[2]):
+    f, body = line.rstrip("\n").split("\t", 1)
+    try: served[os.path.basename(f)] = json.loads(body)["top"][0]["index"]
+    except Exception: bad += 1
+labels = {l.split("\t")[0]: int(l.split("\t")[1]) for l in open(sys.argv[4]) if not l.startswith("file")}
+same = sum(served.get(f) == t for f, t in local.items())
+correct = sum(served.get(f) == labels[f] for f in labels)
+print(f"{sys.argv[3]}: {same}/{len(local)} same top-1 as in process, {correct}/100 correct, {bad} failed requests")
+sys.exit(0 if same == len(local) == 100 and bad == 0 else 1)
+PYEOF
+    then echo "FAIL: $plan"; failed=1; fi
+    up_stop || failed=1
+done
+exit $failed
