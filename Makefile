@@ -38,11 +38,11 @@ ASAN_TEST_BIN := $(TEST_SRC:tests/%.c=build/asan/tests/%)
 DEB_PKGS := build-essential pkg-config libdnnl-dev libpng-dev libprotobuf-c-dev \
 	protobuf-c-compiler libonnx-dev libjansson-dev libcmocka-dev \
 	libh2o-evloop-dev libssl-dev libcurl4-openssl-dev zlib1g-dev curl \
-	python3-torch python3-torchvision python3-numpy python3-pil
+	python3-torch python3-torchvision python3-numpy python3-pil hey
 # Benchmarks also need Node.js for the ONNX Runtime peer (npm onnxruntime-node).
 BENCH_PKGS := nodejs npm
 
-.PHONY: all deps deps-bench demo test test-unit bench-engine images test-containers clean format
+.PHONY: all deps deps-bench demo test test-unit bench-engine bench-plans images test-containers clean format
 all: build/splitinfer
 
 # Installs the Debian packages of a list, only those missing (apt-get update
@@ -109,6 +109,10 @@ test-unit: $(TEST_BIN) $(ASAN_TEST_BIN)
 bench-engine: deps-bench
 	$(MAKE) build/splitinfer
 	bench/engine.sh
+
+bench-plans: deps
+	$(MAKE) build/splitinfer
+	bench/plans.sh
 
 # The main job: classify photos with ResNet50 (see README) and with the
 # trained MobileNetV2 of ../shared/models when it is there.

@@ -1,6 +1,6 @@
 # Sourced by the end-to-end tests: start and stop `splitinfer up`.
 #   up_start PLAN MODEL [LOG]   starts it, waits for "gateway: URL", sets GW and UP_PID
-#   up_stop                     SIGTERM, waits; fails the test if up did not exit 0
+#   up_stop [PID]               SIGTERM, waits; fails if up did not exit 0 (default: the last)
 # Every up started here is stopped by the EXIT trap, whatever happens.
 BIN=${SPLITINFER:-build/splitinfer}
 UP_PIDS=()
@@ -20,10 +20,10 @@ up_start() {
     return 1
 }
 up_stop() {
-    local kids rc=0
-    kids=$(pgrep -P "$UP_PID")
-    kill -TERM "$UP_PID" 2>/dev/null
-    wait "$UP_PID" || rc=$?
+    local pid=${1:-$UP_PID} kids rc=0
+    kids=$(pgrep -P "$pid")
+    kill -TERM "$pid" 2>/dev/null
+    wait "$pid" || rc=$?
     if [ "$rc" -ne 0 ]; then echo "FAIL: up exited $rc after SIGTERM"; return 1; fi
     for k in $kids; do
         if kill -0 "$k" 2>/dev/null; then echo "FAIL: function pid $k left running"; return 1; fi

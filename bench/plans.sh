@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# make bench-plans: ResNet50 through the plans, one thread per function, all
+# running at once on this machine and measured interleaved (request to
+# baseline, pipeline, parallel, blocks, baseline, ...) so that every plan
+# sees the same noise. Prints warm medians, the ratios against baseline with
+# the targets, and the pipeline's network time per image (summed over hops:
+# round trip minus the stage's own time, as each stage reports it).
+#   N=40 requests per plan after WARM=5; PLANS="baseline pipeline parallel blocks"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. tests/lib_up.sh
+PY=/usr/bin/python3
+N=${N:-40}
+WARM=${WARM:-5}
+PLANS=${PLANS:-baseline pipeline parallel blocks}
+W=build/bench-plans
+mkdir -p "$W"
+"$PY" tests/ref/export_resnet.py --arch resnet50 --seed 0 --out build/ref/resnet50.onnx --cached
+"$BIN" convert build/ref/resnet50.onnx -o "$W/resnet50.sfm"
+PHOTO=${PHOTO:-$(ls ../shared/testdata/imagenet-sample/*.png | head -1)}
+declare -A URL PID
+for p in $PLANS; do
+    up_start plans/$p.json "$W/resnet50.sfm" "$W/up-$p.log"
+    URL[$p]=$GW PID[$p]=$UP_PID
+    echo "$p: $GW"
+done
+: >"$W/samples.tsv"
+for ((i = 0; i < WARM + N; i++)); do
+    for p in $PLANS; do
+        curl -s -m 60 -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "${URL[$p]}/v1/classify" >"$W/r.json"
+        [ "$i" -ge "$WARM" ] && "$PY" -c "
+import json,sys; d=json.load(open('$W/r.json'))
+c=sum(s['compute_ms'] for s in d['steps'])
+print('$p', round(d['ms'],3), round(d['network_ms'],3), round(c,3), sep='\t')" >>"$W/samples.tsv"
+    done
+    printf '\r%d/%d' "$((i + 1))" "$((WARM + N))" >&2
+done
+echo >&2
+for p in $PLANS; do up_stop "${PID[$p]}"; done
+"$PY" - "$W/samples.tsv" <<'PYEOF'
+import sys, statistics as st
+rows = [l.split("\t") for l in open(sys.argv[1])]
+by = {}
+for p, ms, net, comp in rows:
+    by.setdefault(p, []).append((float(ms), float(net), float(comp)))
+med = {p: st.median(x[0] for x in v) for p, v in by.items()}
+print(f"{'plan':10s} {'median ms':>10s} {'p90 ms':>8s} {'network ms':>11s} {'compute ms':>11s} {'vs baseline':>12s}")
+for p, v in by.items():
+    ms = sorted(x[0] for x in v)
+    print(f"{p:10s} {med[p]:10.1f} {ms[int(0.9 * (len(ms) - 1))]:8.1f} {st.median(x[1] for x in v):11.2f} "
+          f"{st.median(x[2] for x in v):11.1f} {med[p] / med['baseline']:12.3f}")
+print()
+tg = {"pipeline": (1.10, 1.27), "parallel": (0.65, 0.83)}
+for p, (t, paper) in tg.items():
+    if p in med:
+        r = med[p] / med["baseline"]
+        print(f"{p}/baseline = {r:.3f}  target <= {t}  (paper {paper})  {'PASS' if r <= t else 'MISS'}")
+if "pipeline" in by:
+    print(f"pipeline network time per image, summed over hops: {st.median(x[1] for x in by['pipeline']):.2f} ms (paper: 179 ms)")
+PYEOF
