@@ -135,4 +135,4 @@ format:
 clean:
 	rm -rf build
 
--include $(shell find build -name '*.d' 2>/dev/null)
+-include $(shell find build/obj build/asan -name '*.d' -type f 2>/dev/null)

@@ -183,7 +183,7 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
             goto out;
         }
         si_wire_reply_t rp;
-        if (si_wire_decode_reply(resps[k].body, resps[k].len, &rp, NULL, err) < 0) {
+        if (si_wire_decode_reply_view(resps[k].body, resps[k].len, &rp, NULL, err) < 0) {
             si_err_prefix(err, "step %d band %d: bad reply from %s", i, k, st->urls[k]);
             rc = SI_GW_UPSTREAM_ERROR;
             goto out;

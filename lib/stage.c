@@ -149,7 +149,7 @@ si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
     memset(reply, 0, sizeof *reply);
     uint64_t t0 = now_us();
     si_wire_request_t rq;
-    if (si_wire_decode_request(body, len, &rq, NULL, err) < 0) return SI_STAGE_BAD_MESSAGE;
+    if (si_wire_decode_request_view(body, len, &rq, NULL, err) < 0) return SI_STAGE_BAD_MESSAGE;
     int a = 0, b = 0;
     if (check_request(s, &rq, &a, &b, err) < 0) {
         si_wire_request_free(&rq);

@@ -454,29 +454,27 @@ void si_wire_packed_free(si_wire_packed_t *p) {
 
 /* ---- unpacking ---- */
 
-/* Validates pb and points v at its elements: straight into the unpacked
- * message for aligned fp32, else converted into scratch or a malloc'd array. */
-static int tensor_from_pb(const Splitinfer__Tensor *pb, si_wire_tensor_t *v, si_wire_owned_t *own,
-                          const si_wire_decode_opts_t *opts, const char *what, si_err_t *err) {
-    if (!pb) return si_err_set(err, "%s: missing", what);
-    if (pb->n_dims != 2 && pb->n_dims != 4)
-        return si_err_set(err, "%s: %zu dims; want 4 (N,C,H,W) or 2 (N,C)", what, pb->n_dims);
+/* Validates a tensor's parts and points v at its elements: straight at bytes
+ * for aligned fp32, else converted into scratch or a malloc'd array. */
+static int tensor_from_parts(size_t ndims, const int64_t *dims, int dtype, const uint8_t *bytes,
+                             size_t nbytes, si_wire_tensor_t *v, si_wire_owned_t *own,
+                             const si_wire_decode_opts_t *opts, const char *what, si_err_t *err) {
+    if (ndims != 2 && ndims != 4)
+        return si_err_set(err, "%s: %zu dims; want 4 (N,C,H,W) or 2 (N,C)", what, ndims);
     int64_t numel;
-    if (check_dims((int)pb->n_dims, pb->dims, &numel, what, err)) return -1;
-    if (check_dtype((int)pb->dtype, what, err)) return -1;
-    si_wire_dtype_t dt = (si_wire_dtype_t)pb->dtype;
+    if (check_dims((int)ndims, dims, &numel, what, err)) return -1;
+    if (check_dtype(dtype, what, err)) return -1;
+    si_wire_dtype_t dt = (si_wire_dtype_t)dtype;
     size_t want = (size_t)numel * si_wire_dtype_size(dt);
-    if (pb->data.len != want) {
+    if (nbytes != want) {
         char b[128];
-        return si_err_set(err, "%s: %zu data bytes, but dims %s as %s need %zu", what, pb->data.len,
-                          fmt_dims((int)pb->n_dims, pb->dims, b, sizeof b), si_wire_dtype_name(dt),
-                          want);
+        return si_err_set(err, "%s: %zu data bytes, but dims %s as %s need %zu", what, nbytes,
+                          fmt_dims((int)ndims, dims, b, sizeof b), si_wire_dtype_name(dt), want);
     }
     memset(v, 0, sizeof *v);
-    v->ndim = (int)pb->n_dims;
-    memcpy(v->dims, pb->dims, pb->n_dims * sizeof *pb->dims);
+    v->ndim = (int)ndims;
+    memcpy(v->dims, dims, ndims * sizeof *dims);
     v->dtype = dt;
-    const uint8_t *bytes = pb->data.data;
     if (dt == SI_WIRE_FP32 && (uintptr_t)bytes % _Alignof(float) == 0) {
         v->data = (const float *)(const void *)bytes; /* zero copy */
         return 0;
@@ -496,9 +494,220 @@ static int tensor_from_pb(const Splitinfer__Tensor *pb, si_wire_tensor_t *v, si_
     return 0;
 }
 
+static int tensor_from_pb(const Splitinfer__Tensor *pb, si_wire_tensor_t *v, si_wire_owned_t *own,
+                          const si_wire_decode_opts_t *opts, const char *what, si_err_t *err) {
+    if (!pb) return si_err_set(err, "%s: missing", what);
+    return tensor_from_parts(pb->n_dims, pb->dims, (int)pb->dtype, pb->data.data, pb->data.len, v,
+                             own, opts, what, err);
+}
+
 static void owned_free(si_wire_owned_t *o) {
     if (o->msg) protobuf_c_message_free_unpacked(o->msg, o->alloc);
     free(o->floats);
+    free(o->strs);
+}
+
+/* ---- the fast reader ----
+ *
+ * protobuf-c copies every bytes field when it unpacks: for a tensor, megabytes
+ * per hop. The *_view decoders read the canonical encoding of our two
+ * messages directly (what si_wire_encode_* and any proto3 encoder write:
+ * known fields, packed dims) and point the tensor view into the caller's
+ * buffer. Anything else - unknown fields, unpacked dims, a field twice - goes
+ * to the protobuf-c decoder, which decides and words the error. */
+
+typedef struct rd {
+    const uint8_t *p, *end;
+} rd_t;
+
+static int rd_varint(rd_t *r, uint64_t *v) {
+    uint64_t x = 0;
+    for (int shift = 0; shift < 64 && r->p < r->end; shift += 7) {
+        uint8_t b = *r->p++;
+        x |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *v = x;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Next field: its number, wire type, and for LEN fields the payload. */
+static int rd_field(rd_t *r, uint32_t *num, int *wire, uint64_t *val, const uint8_t **pl) {
+    uint64_t key;
+    if (rd_varint(r, &key) < 0 || key >> 32) return -1;
+    *num = (uint32_t)(key >> 3), *wire = (int)(key & 7);
+    if (*wire == 0) return rd_varint(r, val);
+    if (*wire != 2 || rd_varint(r, val) < 0 || *val > (uint64_t)(r->end - r->p)) return -1;
+    *pl = r->p;
+    r->p += *val;
+    return 0;
+}
+
+typedef struct raw_tensor {
+    size_t ndims;
+    int64_t dims[4];
+    int dtype;
+    const uint8_t *data;
+    size_t len;
+} raw_tensor_t;
+
+static int rd_tensor(const uint8_t *p, size_t n, raw_tensor_t *t) {
+    rd_t r = {p, p + n};
+    unsigned seen = 0;
+    memset(t, 0, sizeof *t);
+    while (r.p < r.end) {
+        uint32_t num;
+        int wire;
+        uint64_t v = 0;
+        const uint8_t *pl = NULL;
+        if (rd_field(&r, &num, &wire, &v, &pl) < 0 || num < 1 || num > 3 || (seen & (1u << num)))
+            return -1;
+        seen |= 1u << num;
+        if (num == 1) { /* packed dims */
+            if (wire != 2) return -1;
+            rd_t d = {pl, pl + v};
+            while (d.p < d.end) {
+                uint64_t x;
+                if (t->ndims == 4 || rd_varint(&d, &x) < 0) return -1;
+                t->dims[t->ndims++] = (int64_t)x;
+            }
+        } else if (num == 2) {
+            if (wire != 0 || v > 1000) return -1;
+            t->dtype = (int)v;
+        } else {
+            if (wire != 2) return -1;
+            t->data = pl, t->len = (size_t)v;
+        }
+    }
+    return 0;
+}
+
+static int rd_string(const uint8_t *pl, uint64_t len, char **dst, char *pool, size_t *used) {
+    if (len > SI_WIRE_MAX_STR || memchr(pl, 0, len)) return -1;
+    *dst = pool + *used;
+    memcpy(*dst, pl, len);
+    (*dst)[len] = 0;
+    *used += len + 1;
+    return 0;
+}
+
+/* Reads a StageRequest; 0 and the parts, or -1 when it is not canonical. */
+static int rd_request(const uint8_t *buf, size_t len, si_wire_request_t *q, raw_tensor_t *t,
+                      char *pool) {
+    rd_t r = {buf, buf + len};
+    unsigned seen = 0;
+    size_t used = 0;
+    char *id = NULL, *seg = NULL;
+    int have_tensor = 0;
+    while (r.p < r.end) {
+        uint32_t num;
+        int wire;
+        uint64_t v = 0;
+        const uint8_t *pl = NULL;
+        if (rd_field(&r, &num, &wire, &v, &pl) < 0 || num < 1 || num > 7 || (seen & (1u << num)))
+            return -1;
+        seen |= 1u << num;
+        if ((num <= 2 || num == 7) != (wire == 2)) return -1;
+        switch (num) {
+        case 1: if (rd_string(pl, v, &id, pool, &used) < 0) return -1; break;
+        case 2: if (rd_string(pl, v, &seg, pool, &used) < 0) return -1; break;
+        case 3: q->input_row0 = (int32_t)v; break;
+        case 4: q->out_row_begin = (int32_t)v; break;
+        case 5: q->out_row_end = (int32_t)v; break;
+        case 6: if (v > 1000) return -1; q->reply_dtype = (si_wire_dtype_t)v; break;
+        case 7: if (rd_tensor(pl, (size_t)v, t) < 0) return -1; have_tensor = 1; break;
+        }
+    }
+    if (!have_tensor) return -1;
+    q->request_id = id ? id : "";
+    q->segment = seg ? seg : "";
+    return 0;
+}
+
+static int rd_reply(const uint8_t *buf, size_t len, si_wire_reply_t *q, raw_tensor_t *t,
+                    char *pool) {
+    rd_t r = {buf, buf + len};
+    unsigned seen = 0;
+    size_t used = 0;
+    char *id = NULL;
+    int have_tensor = 0;
+    while (r.p < r.end) {
+        uint32_t num;
+        int wire;
+        uint64_t v = 0;
+        const uint8_t *pl = NULL;
+        if (rd_field(&r, &num, &wire, &v, &pl) < 0 || num < 1 || num > 4 || (seen & (1u << num)))
+            return -1;
+        seen |= 1u << num;
+        if ((num != 2) != (wire == 2)) return -1;
+        if (num == 1 && rd_string(pl, v, &id, pool, &used) < 0) return -1;
+        if (num == 2) q->out_row0 = (int32_t)v;
+        if (num == 3) {
+            rd_t tr = {pl, pl + v};
+            uint64_t *f[] = {&q->timings.decode_us, &q->timings.queue_us, &q->timings.compute_us,
+                             &q->timings.encode_us};
+            unsigned tseen = 0;
+            while (tr.p < tr.end) {
+                uint32_t tn;
+                int tw;
+                uint64_t tv = 0;
+                const uint8_t *tp;
+                if (rd_field(&tr, &tn, &tw, &tv, &tp) < 0 || tw != 0 || tn < 1 || tn > 4 ||
+                    (tseen & (1u << tn)))
+                    return -1;
+                tseen |= 1u << tn;
+                *f[tn - 1] = tv;
+            }
+        }
+        if (num == 4) {
+            if (rd_tensor(pl, (size_t)v, t) < 0) return -1;
+            have_tensor = 1;
+        }
+    }
+    if (!have_tensor) return -1;
+    q->request_id = id ? id : "";
+    return 0;
+}
+
+int si_wire_decode_request_view(const void *buf, size_t len, si_wire_request_t *req,
+                                const si_wire_decode_opts_t *opts, si_err_t *err) {
+    raw_tensor_t t;
+    char *pool = malloc(2 * (SI_WIRE_MAX_STR + 1));
+    memset(req, 0, sizeof *req);
+    if (!pool || !buf || rd_request(buf, len, req, &t, pool) < 0) {
+        free(pool);
+        return si_wire_decode_request(buf, len, req, opts, err);
+    }
+    req->owned.strs = pool;
+    if (check_dtype((int)req->reply_dtype, "StageRequest.reply_dtype", err) ||
+        tensor_from_parts(t.ndims, t.dims, t.dtype, t.data, t.len, &req->input, &req->owned, opts,
+                          "StageRequest.input", err) ||
+        check_request_rows(req, err)) {
+        si_wire_request_free(req);
+        return -1;
+    }
+    return 0;
+}
+
+int si_wire_decode_reply_view(const void *buf, size_t len, si_wire_reply_t *rep,
+                              const si_wire_decode_opts_t *opts, si_err_t *err) {
+    raw_tensor_t t;
+    char *pool = malloc(SI_WIRE_MAX_STR + 1);
+    memset(rep, 0, sizeof *rep);
+    if (!pool || !buf || rd_reply(buf, len, rep, &t, pool) < 0) {
+        free(pool);
+        return si_wire_decode_reply(buf, len, rep, opts, err);
+    }
+    rep->owned.strs = pool;
+    if (tensor_from_parts(t.ndims, t.dims, t.dtype, t.data, t.len, &rep->output, &rep->owned, opts,
+                          "StageReply.output", err) ||
+        check_row0(&rep->output, rep->out_row0, "StageReply.out_row0", err)) {
+        si_wire_reply_free(rep);
+        return -1;
+    }
+    return 0;
 }
 
 int si_wire_decode_request(const void *buf, size_t len, si_wire_request_t *req,

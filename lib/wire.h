@@ -75,6 +75,7 @@ typedef struct si_wire_owned {
     void *msg;                        /* the unpacked protobuf-c message views point into */
     struct ProtobufCAllocator *alloc; /* what msg came from (NULL: protobuf-c's default) */
     float *floats;                    /* converted elements not put in the caller's scratch */
+    char *strs;    /* request_id and segment of a *_view decode */
 } si_wire_owned_t;
 
 /* StageRequest: gateway -> stage, "run `segment` on this band of its input". */
@@ -172,6 +173,14 @@ int si_wire_encode_request_iov(const si_wire_request_t *req, si_wire_packed_t *o
 int si_wire_decode_request(const void *buf, size_t len, si_wire_request_t *req,
                            const si_wire_decode_opts_t *opts, si_err_t *err);
 
+/* As si_wire_decode_request, without copying the tensor: for fp32 the view
+ * points into buf itself, which must then stay unchanged and alive until
+ * si_wire_request_free. protobuf-c's unpack copies every bytes field
+ * (megabytes per hop); this reads the canonical encoding of the message
+ * directly and hands anything else to si_wire_decode_request. */
+int si_wire_decode_request_view(const void *buf, size_t len, si_wire_request_t *req,
+                                const si_wire_decode_opts_t *opts, si_err_t *err);
+
 /* Frees what decoding put in req (a no-op for a struct built for encoding) and zeroes it. */
 void si_wire_request_free(si_wire_request_t *req);
 
@@ -180,6 +189,9 @@ int si_wire_encode_reply(const si_wire_reply_t *rep, uint8_t **out, size_t *len,
 int si_wire_encode_reply_iov(const si_wire_reply_t *rep, si_wire_packed_t *out, si_err_t *err);
 int si_wire_decode_reply(const void *buf, size_t len, si_wire_reply_t *rep,
                          const si_wire_decode_opts_t *opts, si_err_t *err);
+/* The reply counterpart of si_wire_decode_request_view. */
+int si_wire_decode_reply_view(const void *buf, size_t len, si_wire_reply_t *rep,
+                              const si_wire_decode_opts_t *opts, si_err_t *err);
 void si_wire_reply_free(si_wire_reply_t *rep);
 
 /* Frees a packed message's memory and zeroes it (the caller's floats are untouched). */

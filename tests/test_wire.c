@@ -519,7 +519,38 @@ static void test_unaligned_fp32(void **state) {
 
 /* Decodes buf as both message types; a failure must say why, a success must hold
  * the invariants the header promises. */
+/* The view decoders accept exactly what the copying ones accept, with the
+ * same values. */
+static void view_agrees(const uint8_t *buf, size_t len) {
+    si_wire_request_t a, b;
+    int ra = si_wire_decode_request(buf, len, &a, NULL, NULL);
+    int rb = si_wire_decode_request_view(buf, len, &b, NULL, NULL);
+    assert_int_equal(ra, rb);
+    if (ra == 0) {
+        assert_string_equal(a.segment, b.segment);
+        assert_string_equal(a.request_id, b.request_id);
+        assert_int_equal(a.input_row0, b.input_row0);
+        assert_int_equal(a.out_row_end, b.out_row_end);
+        assert_int_equal(a.input.ndim, b.input.ndim);
+        int64_t n = si_wire_tensor_numel(&a.input);
+        assert_memory_equal(a.input.data, b.input.data, (size_t)n * sizeof(float));
+        si_wire_request_free(&a), si_wire_request_free(&b);
+    }
+    si_wire_reply_t c, d;
+    int rc = si_wire_decode_reply(buf, len, &c, NULL, NULL);
+    int rd = si_wire_decode_reply_view(buf, len, &d, NULL, NULL);
+    assert_int_equal(rc, rd);
+    if (rc == 0) {
+        assert_int_equal(c.out_row0, d.out_row0);
+        assert_memory_equal(&c.timings, &d.timings, sizeof c.timings);
+        int64_t n = si_wire_tensor_numel(&c.output);
+        assert_memory_equal(c.output.data, d.output.data, (size_t)n * sizeof(float));
+        si_wire_reply_free(&c), si_wire_reply_free(&d);
+    }
+}
+
 static void decode_any(const uint8_t *buf, size_t len) {
+    view_agrees(buf, len);
     si_err_t err = {""};
     si_wire_request_t q;
     if (si_wire_decode_request(buf, len, &q, NULL, &err) == 0) {
@@ -549,6 +580,33 @@ static void decode_any(const uint8_t *buf, size_t len) {
 
 /* The tensor is the last field, so every proper prefix of a message cuts it:
  * none may decode. */
+/* An aligned fp32 tensor decoded by the view decoder points into the
+ * caller's buffer: no copy at all. */
+static void test_view_zero_copy(void **state) {
+    (void)state;
+    fill_small(0);
+    si_wire_request_t r = small_request(SI_WIRE_FP32);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(si_wire_encode_request(&r, &buf, &len, NULL), 0);
+    /* Place the message so that its tensor bytes are 4-byte aligned. */
+    uint8_t *slab = aligned_alloc(64, (len + 64 + 63) & ~(size_t)63);
+    for (size_t shift = 0; shift < 4; shift++) {
+        memcpy(slab + shift, buf, len);
+        si_wire_request_t d;
+        assert_int_equal(si_wire_decode_request_view(slab + shift, len, &d, NULL, NULL), 0);
+        assert_memory_equal(d.input.data, small, sizeof small);
+        const uint8_t *p = (const uint8_t *)d.input.data;
+        if (p >= slab + shift && p < slab + shift + len) {
+            assert_null(d.owned.floats); /* viewed in place */
+        } else {
+            assert_true((uintptr_t)(slab + shift + (len - sizeof small)) % 4 != 0); /* had to copy */
+        }
+        si_wire_request_free(&d);
+    }
+    free(slab), free(buf);
+}
+
 static void test_truncations(void **state) {
     (void)state;
     fill_small(1);
@@ -804,6 +862,7 @@ int main(void) {
         cmocka_unit_test(test_zero_copy_decode),
         cmocka_unit_test(test_zero_copy_encode_iov),
         cmocka_unit_test(test_unaligned_fp32),
+        cmocka_unit_test(test_view_zero_copy),
         cmocka_unit_test(test_truncations),
         cmocka_unit_test(test_random_bytes),
         cmocka_unit_test(test_malformed_fields),
