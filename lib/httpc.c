@@ -41,8 +41,27 @@ typedef struct xfer {
     size_t max; /* response limit */
     int too_big, oom;
     int added; /* in the multi handle */
+    const struct iovec *iov; /* a body in pieces, read out by on_read */
+    int iovcnt, iov_i;
+    size_t iov_off;
     char errbuf[CURL_ERROR_SIZE];
 } xfer_t;
+
+/* Feeds curl the pieces of an iovec body, in order, without joining them
+ * first: the gateway sends [header][tensor floats] as they lie. */
+static size_t on_read(char *dst, size_t size, size_t nmemb, void *ud) {
+    xfer_t *x = ud;
+    size_t room = size * nmemb, n = 0;
+    while (n < room && x->iov_i < x->iovcnt) {
+        const struct iovec *v = &x->iov[x->iov_i];
+        size_t take = v->iov_len - x->iov_off;
+        if (take > room - n) take = room - n;
+        memcpy(dst + n, (const char *)v->iov_base + x->iov_off, take);
+        n += take, x->iov_off += take;
+        if (x->iov_off == v->iov_len) x->iov_i++, x->iov_off = 0;
+    }
+    return n;
+}
 
 /* Formats out->error_msg; returns -1 like si_err_set. */
 __attribute__((format(printf, 2, 3))) static int set_msg(si_httpc_resp_t *out, const char *fmt,
@@ -164,7 +183,7 @@ static void easy_put(si_httpc_t *c, CURL *e) {
 static int xfer_setup(si_httpc_t *c, xfer_t *x, const si_httpc_call_t *k) {
     si_httpc_resp_t *o = x->out;
     x->url = k->url;
-    x->method = k->method ? k->method : (k->body || k->len) ? "POST" : "GET";
+    x->method = k->method ? k->method : (k->body || k->len || k->iovcnt) ? "POST" : "GET";
     x->max = c->max_response;
     if (!k->url || !*k->url) {
         o->error = SI_HTTPC_OTHER;
@@ -214,8 +233,17 @@ static int xfer_setup(si_httpc_t *c, xfer_t *x, const si_httpc_call_t *k) {
         /* POSTFIELDS borrows the caller's bytes (no copy); "" for an empty body
          * so curl does not read the body from stdin. */
         SET(CURLOPT_POST, 1L);
-        SET(CURLOPT_POSTFIELDS, k->body ? k->body : "");
-        SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)k->len);
+        if (k->iovcnt > 0) {
+            size_t total = 0;
+            for (int i = 0; i < k->iovcnt; i++) total += k->iov[i].iov_len;
+            x->iov = k->iov, x->iovcnt = k->iovcnt, x->iov_i = 0, x->iov_off = 0;
+            SET(CURLOPT_READFUNCTION, on_read);
+            SET(CURLOPT_READDATA, x);
+            SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)total);
+        } else {
+            SET(CURLOPT_POSTFIELDS, k->body ? k->body : "");
+            SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)k->len);
+        }
         if (strcmp(x->method, "POST") != 0) SET(CURLOPT_CUSTOMREQUEST, x->method);
     }
 #undef SET
@@ -350,12 +378,12 @@ static int one_call(si_httpc_t *c, const si_httpc_call_t *k, si_httpc_resp_t *ou
 
 int si_httpc_post(si_httpc_t *c, const char *url, const char *content_type, const void *body,
                   size_t len, int timeout_ms, si_httpc_resp_t *out, si_err_t *err) {
-    si_httpc_call_t k = {"POST", url, content_type, body, len, timeout_ms, NULL};
+    si_httpc_call_t k = {"POST", url, content_type, body, len, timeout_ms, NULL, NULL, 0};
     return one_call(c, &k, out, err);
 }
 
 int si_httpc_get(si_httpc_t *c, const char *url, int timeout_ms, si_httpc_resp_t *out,
                  si_err_t *err) {
-    si_httpc_call_t k = {"GET", url, NULL, NULL, 0, timeout_ms, NULL};
+    si_httpc_call_t k = {"GET", url, NULL, NULL, 0, timeout_ms, NULL, NULL, 0};
     return one_call(c, &k, out, err);
 }

@@ -18,6 +18,7 @@
 #define SI_HTTPC_H
 
 #include <stddef.h>
+#include <sys/uio.h>
 
 #include "err.h"
 
@@ -65,6 +66,9 @@ typedef struct si_httpc_call {
     size_t len;               /* body bytes */
     int timeout_ms;           /* whole call incl. connecting; <= 0 = SI_HTTPC_DEFAULT_TIMEOUT_MS */
     const char *const *headers; /* optional NULL-terminated extra "Name: value" lines */
+    const struct iovec *iov;    /* instead of body/len: the body in pieces, sent in order
+                                   without being joined (borrowed for the call) */
+    int iovcnt;                 /* pieces in iov; 0 = use body/len */
 } si_httpc_call_t;
 
 /* A new client, or NULL (out of memory / curl failed to initialize). The

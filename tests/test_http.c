@@ -276,10 +276,19 @@ static void test_echo_exact_bytes(void **state) {
     assert_memory_equal(r.body, big, n);
     assert_string_equal(r.content_type, "application/octet-stream");
     si_httpc_resp_free(&r);
+
+    /* The same bytes as three pieces (iov), sent without being joined. */
+    struct iovec iov[3] = {{big, 7}, {big + 7, n / 2}, {big + 7 + n / 2, n - 7 - n / 2}};
+    si_httpc_call_t k = {NULL, url("/echo"), NULL, NULL, 0, 5000, NULL, iov, 3};
+    assert_int_equal(si_httpc_post_many(cli, 1, &k, &r, &err), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.len, n);
+    assert_memory_equal(r.body, big, n);
+    si_httpc_resp_free(&r);
     free(big);
 
-    wait_for(&n_echo_ok, before + 3);
-    assert_int_equal(atomic_load(&n_echo_ok), before + 3);
+    wait_for(&n_echo_ok, before + 4);
+    assert_int_equal(atomic_load(&n_echo_ok), before + 4);
     assert_true(atomic_load(&echo_bytes_in) >= (long long)(n + 1));
 }
 
@@ -332,7 +341,7 @@ static void test_routes_and_request_fields(void **state) {
     si_err_t err;
     const char *hdrs[] = {"X-Test: yes", NULL};
     si_httpc_call_t k = {"GET", url("/v2/models/resnet50/ready?x=1&y=%20"), NULL, NULL, 0, 2000,
-                         hdrs};
+                         hdrs, NULL, 0};
     assert_int_equal(si_httpc_post_many(cli, 1, &k, &r, &err), 0);
     assert_int_equal(r.status, 200);
     json_t *o = json_loadb(r.body, r.len, 0, NULL);
@@ -470,7 +479,7 @@ static void test_post_many_concurrency(void **state) {
     char u2[96];
     snprintf(u2, sizeof u2, "%s/sleep", base);
     for (int i = 0; i < 4; i++) {
-        si_httpc_call_t c = {NULL, u2, "text/plain", "x", 1, 3000, NULL};
+        si_httpc_call_t c = {NULL, u2, "text/plain", "x", 1, 3000, NULL, NULL, 0};
         k[i] = c;
     }
     /* 2 workers: the 4 calls run two at a time (concurrency = n_threads). */
@@ -572,9 +581,9 @@ static void test_error_kinds(void **state) {
 
     /* One fan-out, three fates, each reported on its own. */
     si_httpc_call_t k[3] = {
-        {NULL, strdup(url("/echo")), NULL, "ok", 2, 2000, NULL},
-        {NULL, u, NULL, "a", 1, 2000, NULL},
-        {NULL, strdup(url("/sleep")), NULL, "a", 1, 50, NULL},
+        {NULL, strdup(url("/echo")), NULL, "ok", 2, 2000, NULL, NULL, 0},
+        {NULL, u, NULL, "a", 1, 2000, NULL, NULL, 0},
+        {NULL, strdup(url("/sleep")), NULL, "a", 1, 50, NULL, NULL, 0},
     };
     si_httpc_resp_t out[3];
     int failed = si_httpc_post_many(cli, 3, k, out, &err);
