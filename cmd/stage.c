@@ -26,32 +26,39 @@ typedef struct stage_srv {
     si_metric_t *errors;  /* splitinfer_stage_errors_total{function,kind} */
 } stage_srv_t;
 
+static void free_reply(void *p) {
+    si_stage_reply_free(p);
+    free(p);
+}
+
 static int on_stage(si_http_req_t *req, si_http_resp_t *resp, void *ud) {
     stage_srv_t *s = ud;
     if (!serve_content_type_is(req, "application/x-protobuf"))
         return si_http_json_error(resp, 415, "unsupported_media_type",
                                   "POST /v1/stage takes application/x-protobuf (a StageRequest)");
-    si_stage_reply_t reply;
+    si_stage_reply_t *reply = malloc(sizeof *reply);
+    if (!reply) return si_http_json_error(resp, 500, "internal", "out of memory");
     si_err_t err = {{0}};
-    si_stage_status_t st = si_stage_call(s->stage, req->body, req->body_len, &reply, &err);
+    si_stage_status_t st = si_stage_call(s->stage, req->body, req->body_len, reply, &err);
     const char *fn = s->m.function;
     if (st != SI_STAGE_OK) {
         static const char *kinds[] = {"ok", "bad_message", "bad_shape", "failed"};
         const char *lv[] = {fn, kinds[st]};
         si_metrics_inc(s->errors, lv, NULL);
+        free(reply);
         int status = st == SI_STAGE_BAD_MESSAGE ? 400 : st == SI_STAGE_BAD_SHAPE ? 422 : 500;
         return si_http_json_error(resp, status, si_http_status_code(status), "%s", err.msg);
     }
     const char *phases[] = {"decode", "queue", "compute", "encode"};
-    uint64_t us[] = {reply.timings.decode_us, reply.timings.queue_us, reply.timings.compute_us,
-                     reply.timings.encode_us};
+    uint64_t us[] = {reply->timings.decode_us, reply->timings.queue_us,
+                     reply->timings.compute_us, reply->timings.encode_us};
     for (int i = 0; i < 4; i++) {
         const char *lv[] = {fn, phases[i]};
         si_metrics_observe(s->phase, lv, (double)us[i] * 1e-6, NULL);
     }
     si_http_resp_content_type(resp, "application/x-protobuf");
-    /* The packed reply goes out as is, freed once written: no copy. */
-    si_http_resp_body_borrow(resp, reply.body, reply.len, free, reply.body);
+    /* [header][output floats] go out as they lie, freed once written: no copy. */
+    si_http_resp_body_iov(resp, reply->packed.iov, reply->packed.iovcnt, free_reply, reply);
     return 0;
 }
 

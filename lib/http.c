@@ -128,6 +128,7 @@ struct si_http_resp {
     h2o_req_t *req;
     int status;
     h2o_iovec_t body;
+    h2o_iovec_t body2; /* a second piece sent after body (si_http_resp_body_iov); len 0: none */
 };
 
 static long long now_ms(void) {
@@ -215,6 +216,7 @@ int si_http_json_error(si_http_resp_t *resp, int status, const char *code, const
     si_http_resp_status(resp, status);
     si_http_resp_content_type(resp, "application/json");
     resp->body = json_error_body(pool, code ? code : si_http_status_code(status), msg, (size_t)n);
+    resp->body2 = h2o_iovec_init(NULL, 0);
     return -1;
 }
 
@@ -315,17 +317,20 @@ static void send_resp(h2o_req_t *req, si_http_resp_t *resp) {
     static h2o_generator_t generator = {NULL, NULL}; /* one-shot body: nothing to pull or stop */
     req->res.status = resp->status;
     req->res.reason = status_reason(resp->status);
-    req->res.content_length = resp->body.len;
+    req->res.content_length = resp->body.len + resp->body2.len;
     h2o_start_response(req, &generator);
-    if (resp->body.len == 0 || h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")))
+    if (req->res.content_length == 0 ||
+        h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")))
         h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
-    else
-        h2o_send(req, &resp->body, 1, H2O_SEND_STATE_FINAL);
+    else {
+        h2o_iovec_t bufs[2] = {resp->body, resp->body2}; /* h2o copies the descriptors */
+        h2o_send(req, bufs, resp->body2.len ? 2 : 1, H2O_SEND_STATE_FINAL);
+    }
 }
 
 static int on_req(h2o_handler_t *self, h2o_req_t *req) {
     si_http_server_t *srv = ((glue_handler_t *)self)->srv;
-    si_http_resp_t resp = {req, 200, {NULL, 0}};
+    si_http_resp_t resp = {req, 200, {NULL, 0}, {NULL, 0}};
     char allow[128];
     const route_t *r =
         route_match(srv, req->method.base, req->method.len, req->path_normalized.base,
@@ -460,6 +465,7 @@ void si_http_resp_body(si_http_resp_t *resp, const void *data, size_t len) {
 void *si_http_resp_body_alloc(si_http_resp_t *resp, size_t len) {
     void *p = h2o_mem_alloc_pool(&resp->req->pool, len ? len : 1);
     resp->body = h2o_iovec_init(p, len);
+    resp->body2 = h2o_iovec_init(NULL, 0);
     return p;
 }
 
@@ -483,6 +489,14 @@ void si_http_resp_body_borrow(si_http_resp_t *resp, const void *data, size_t len
         b->ud = free_ud;
     }
     resp->body = h2o_iovec_init(data, len);
+    resp->body2 = h2o_iovec_init(NULL, 0);
+}
+
+void si_http_resp_body_iov(si_http_resp_t *resp, const struct iovec *iov, int n,
+                           void (*free_fn)(void *), void *free_ud) {
+    si_http_resp_body_borrow(resp, n > 0 ? iov[0].iov_base : NULL, n > 0 ? iov[0].iov_len : 0,
+                             free_fn, free_ud);
+    if (n > 1) resp->body2 = h2o_iovec_init(iov[1].iov_base, iov[1].iov_len);
 }
 
 /* ---- connections and workers ------------------------------------------ */

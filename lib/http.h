@@ -38,6 +38,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "err.h"
 
@@ -186,6 +187,12 @@ void *si_http_resp_body_alloc(si_http_resp_t *resp, size_t len);
  * gone. free_fn may be NULL for static data. */
 void si_http_resp_body_borrow(si_http_resp_t *resp, const void *data, size_t len,
                               void (*free_fn)(void *), void *free_ud);
+
+/* As si_http_resp_body_borrow for a body of n pieces (1 or 2) sent in order
+ * without being joined: a packed message header and the tensor behind it.
+ * free_fn(free_ud) runs once all of them were written. */
+void si_http_resp_body_iov(si_http_resp_t *resp, const struct iovec *iov, int n,
+                           void (*free_fn)(void *), void *free_ud);
 
 /* Makes resp a JSON error: status, Content-Type application/json, body
  * {"error":{"code":code,"message":<printf of fmt>}} (escaped by jansson; a

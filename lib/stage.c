@@ -15,7 +15,7 @@ typedef struct cached {
     int batch, out_begin, out_end; /* key */
     int in_begin, in_end;          /* input rows it reads */
     si_engine_t *engine;
-    float *out;                    /* si_engine_out_numel floats */
+    float *out;                    /* si_engine_out_numel floats, for warm-up runs */
     uint64_t last_used;
 } cached_t;
 
@@ -169,7 +169,14 @@ si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
         st = SI_STAGE_BAD_SHAPE;
         goto unlock;
     }
-    if (si_engine_run(c->engine, rq.input.data, c->out, err) < 0) goto unlock;
+    /* A buffer per call: the reply sends it as it lies, after this call
+     * returns, while the next call may already run the same engine. */
+    reply->out = malloc(si_engine_out_numel(c->engine) * sizeof *reply->out);
+    if (!reply->out) {
+        si_err_set(err, "out of memory");
+        goto unlock;
+    }
+    if (si_engine_run(c->engine, rq.input.data, reply->out, err) < 0) goto unlock;
     uint64_t t3 = now_us();
     si_wire_reply_t rp;
     memset(&rp, 0, sizeof rp);
@@ -177,13 +184,13 @@ si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
     int od[4];
     rp.output.ndim = si_engine_out_dims(c->engine, od);
     for (int i = 0; i < rp.output.ndim; i++) rp.output.dims[i] = od[i];
-    rp.output.data = c->out;
+    rp.output.data = reply->out;
     rp.output.dtype = rq.reply_dtype;
     rp.out_row0 = rp.output.ndim == 4 ? a : 0;
     /* The encode time of this reply is not known while packing it: report the
      * previous one's, which for the same band is the same work. */
     rp.timings = (si_wire_timings_t){t1 - t0, t2 - t1, t3 - t2, s->last_encode_us};
-    if (si_wire_encode_reply(&rp, &reply->body, &reply->len, err) < 0) goto unlock;
+    if (si_wire_encode_reply_iov(&rp, &reply->packed, err) < 0) goto unlock;
     s->last_encode_us = now_us() - t3;
     reply->timings = rp.timings;
     reply->timings.encode_us = s->last_encode_us;
@@ -192,10 +199,12 @@ si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
 unlock:
     pthread_mutex_unlock(&s->lock);
     si_wire_request_free(&rq);
+    if (st != SI_STAGE_OK) si_stage_reply_free(reply);
     return st;
 }
 
 void si_stage_reply_free(si_stage_reply_t *reply) {
-    free(reply->body);
+    si_wire_packed_free(&reply->packed);
+    free(reply->out);
     memset(reply, 0, sizeof *reply);
 }

@@ -32,10 +32,13 @@ typedef enum si_stage_status {
     SI_STAGE_FAILED,      /* ours: out of memory, engine failure (HTTP 500) */
 } si_stage_status_t;
 
-/* A reply ready to send. */
+/* A reply ready to send: the packed StageReply is packed.iov[0..iovcnt),
+ * [protobuf header][the output floats] for fp32 - the engine writes its output
+ * straight into the buffer that goes on the wire. Owned by the reply until
+ * si_stage_reply_free (which a server calls once the bytes are written). */
 typedef struct si_stage_reply {
-    uint8_t *body; /* packed StageReply, malloc'd; free with si_stage_reply_free */
-    size_t len;
+    si_wire_packed_t packed;
+    float *out; /* the output tensor, malloc'd per call (the iov may point into it) */
     si_wire_timings_t timings;
     int64_t out_elems; /* elements computed */
 } si_stage_reply_t;
