@@ -5,14 +5,18 @@
 # sees the same noise. Prints warm medians, the ratios against baseline with
 # the targets, and the pipeline's network time per image (summed over hops:
 # round trip minus the stage's own time, as each stage reports it).
-#   N=40 requests per plan after WARM=5; PLANS="baseline pipeline parallel blocks"
+#   N=40 requests per plan after WARM=5;
+#   PLANS="baseline pipeline parallel blocks pipeline:fp16 parallel:fp16"
+#   (plan:DTYPE sends the activations as fp16 or bf16 on the wire: half the
+#   bytes; loopback TCP on this VM moves ~1 ms per MB, and the pipeline moves
+#   13 MB per image in fp32)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/lib_up.sh
 PY=/usr/bin/python3
 N=${N:-40}
 WARM=${WARM:-5}
-PLANS=${PLANS:-baseline pipeline parallel blocks}
+PLANS=${PLANS:-baseline pipeline parallel blocks pipeline:fp16 parallel:fp16}
 W=build/bench-plans
 mkdir -p "$W"
 "$PY" tests/ref/export_resnet.py --arch resnet50 --seed 0 --out build/ref/resnet50.onnx --cached
@@ -20,7 +24,12 @@ mkdir -p "$W"
 PHOTO=${PHOTO:-$(ls ../shared/testdata/imagenet-sample/*.png | head -1)}
 declare -A URL PID
 for p in $PLANS; do
-    up_start plans/$p.json "$W/resnet50.sfm" "$W/up-$p.log"
+    f=plans/${p%%:*}.json
+    if [[ $p == *:* ]]; then
+        "$PY" -c "import json,sys; d=json.load(open(sys.argv[1])); d['dtype']=sys.argv[2]; d['name']=sys.argv[3]; json.dump(d,open(sys.argv[4],'w'))" "$f" "${p#*:}" "$p" "$W/$p.json"
+        f=$W/$p.json
+    fi
+    up_start "$f" "$W/resnet50.sfm" "$W/up-$p.log"
     URL[$p]=$GW PID[$p]=$UP_PID
     echo "$p: $GW"
 done
@@ -44,17 +53,19 @@ by = {}
 for p, ms, net, comp in rows:
     by.setdefault(p, []).append((float(ms), float(net), float(comp)))
 med = {p: st.median(x[0] for x in v) for p, v in by.items()}
-print(f"{'plan':10s} {'median ms':>10s} {'p90 ms':>8s} {'network ms':>11s} {'compute ms':>11s} {'vs baseline':>12s}")
+print(f"{'plan':14s} {'median ms':>10s} {'p90 ms':>8s} {'network ms':>11s} {'compute ms':>11s} {'vs baseline':>12s}")
 for p, v in by.items():
     ms = sorted(x[0] for x in v)
-    print(f"{p:10s} {med[p]:10.1f} {ms[int(0.9 * (len(ms) - 1))]:8.1f} {st.median(x[1] for x in v):11.2f} "
+    print(f"{p:14s} {med[p]:10.1f} {ms[int(0.9 * (len(ms) - 1))]:8.1f} {st.median(x[1] for x in v):11.2f} "
           f"{st.median(x[2] for x in v):11.1f} {med[p] / med['baseline']:12.3f}")
 print()
-tg = {"pipeline": (1.10, 1.27), "parallel": (0.65, 0.83)}
+tg = {"pipeline": (1.10, 1.27), "parallel": (0.65, 0.83), "pipeline:fp16": (1.10, 1.27),
+      "parallel:fp16": (0.65, 0.83)}
 for p, (t, paper) in tg.items():
     if p in med:
         r = med[p] / med["baseline"]
         print(f"{p}/baseline = {r:.3f}  target <= {t}  (paper {paper})  {'PASS' if r <= t else 'MISS'}")
-if "pipeline" in by:
-    print(f"pipeline network time per image, summed over hops: {st.median(x[1] for x in by['pipeline']):.2f} ms (paper: 179 ms)")
+for p in ("pipeline", "pipeline:fp16"):
+    if p in by:
+        print(f"{p} network time per image, summed over hops: {st.median(x[1] for x in by[p]):.2f} ms (paper: 179 ms)")
 PYEOF

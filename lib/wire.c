@@ -146,6 +146,42 @@ float si_wire_f16_to_f32(uint16_t h) {
     return from_f16(h);
 }
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+/* fp16 by the F16C instructions: 8 elements per instruction instead of ~3 ns
+ * an element in C, which for a megabyte-sized band was milliseconds per hop.
+ * vcvtps2ph rounds to nearest even and keeps NaNs quiet like to_f16 (checked
+ * element by element in test_wire); the tails go through the C code. */
+__attribute__((target("avx,f16c"))) static size_t pack_f16c(const float *src, size_t n,
+                                                             uint8_t *dst) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT);
+        _mm_storeu_si128((__m128i *)(void *)(dst + 2 * i), h);
+    }
+    return i;
+}
+
+__attribute__((target("avx,f16c"))) static size_t unpack_f16c(const uint8_t *src, size_t n,
+                                                               float *dst) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i,
+                         _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(src + 2 * i))));
+    return i;
+}
+
+static int have_f16c(void) {
+    static int known = -1; /* a benign race: every thread computes the same answer */
+    if (known < 0) known = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+    return known;
+}
+#else
+static size_t pack_f16c(const float *src, size_t n, uint8_t *dst) { return (void)src, (void)n, (void)dst, 0; }
+static size_t unpack_f16c(const uint8_t *src, size_t n, float *dst) { return (void)src, (void)n, (void)dst, 0; }
+static int have_f16c(void) { return 0; }
+#endif
+
 void si_wire_pack_elems(si_wire_dtype_t dt, const float *src, size_t n, uint8_t *dst) {
     switch (dt) {
     case SI_WIRE_FP32: memcpy(dst, src, n * sizeof(float)); break;
@@ -156,7 +192,7 @@ void si_wire_pack_elems(si_wire_dtype_t dt, const float *src, size_t n, uint8_t 
         }
         break;
     case SI_WIRE_FP16:
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = have_f16c() ? pack_f16c(src, n, dst) : 0; i < n; i++) {
             uint16_t h = to_f16(src[i]);
             dst[2 * i] = (uint8_t)h, dst[2 * i + 1] = (uint8_t)(h >> 8);
         }
@@ -172,7 +208,7 @@ void si_wire_unpack_elems(si_wire_dtype_t dt, const uint8_t *src, size_t n, floa
             dst[i] = from_bf16((uint16_t)(src[2 * i] | src[2 * i + 1] << 8));
         break;
     case SI_WIRE_FP16:
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = have_f16c() ? unpack_f16c(src, n, dst) : 0; i < n; i++)
             dst[i] = from_f16((uint16_t)(src[2 * i] | src[2 * i + 1] << 8));
         break;
     }

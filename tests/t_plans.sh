@@ -54,6 +54,22 @@ PYEOF
     up_stop || failed=1
 done
 
+# fp16 on the wire: half the bytes; logits within 1e-2 relative, same top-1.
+"$PY" -c "import json; d=json.load(open('plans/parallel.json')); d['dtype']='fp16'; json.dump(d, open('$W/parallel-fp16.json','w'))"
+up_start "$W/parallel-fp16.json" "$R50" "$W/up-fp16.log" || failed=1
+for p in $photos; do
+    b=$(basename "$p" .png)
+    curl -s -m 60 -X POST -H 'Content-Type: image/png' --data-binary "@$p" "$GW/v1/classify?logits=1" >"$W/$b.fp16.json"
+    "$PY" - "$W/$b.ref" "$W/$b.fp16.json" "$b" <<'PYEOF' || { echo "FAIL: fp16 $b"; failed=1; }
+import sys, json, numpy as np
+ref = np.fromfile(sys.argv[1], dtype='<f4'); d = json.load(open(sys.argv[2]))
+got = np.array(d["logits"]); r = np.abs(got - ref).max() / np.abs(ref).max()
+print(f"parallel fp16 {sys.argv[3]:28s} rel {r:.1e}  top1 {d['top'][0]['index']} (ref {int(ref.argmax())})  network {d['network_ms']:.1f} ms")
+sys.exit(0 if r <= 1e-2 and d["top"][0]["index"] == int(ref.argmax()) else 1)
+PYEOF
+done
+up_stop || failed=1
+
 # MobileNetV2: top-1 over the 100 photos, served vs in process.
 "$BIN" classify -m "$MB" -k 1 --json "$PHOTOS"/*.png >"$W/mb.local.jsonl" || exit 1
 for plan in mobilenet-baseline mobilenet-pipeline mobilenet-parallel; do
