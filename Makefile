@@ -42,7 +42,7 @@ DEB_PKGS := build-essential pkg-config libdnnl-dev libpng-dev libprotobuf-c-dev 
 # Benchmarks also need Node.js for the ONNX Runtime peer (npm onnxruntime-node).
 BENCH_PKGS := nodejs npm
 
-.PHONY: all deps deps-bench demo test test-unit bench-engine bench-plans images test-containers clean format
+.PHONY: all deps deps-bench demo test test-unit bench-engine bench-plans bench-wino images test-containers clean format
 all: build/splitinfer
 
 # Installs the Debian packages of a list, only those missing (apt-get update
@@ -109,6 +109,12 @@ test-unit: $(TEST_BIN) $(ASAN_TEST_BIN)
 bench-engine: deps-bench
 	$(MAKE) build/splitinfer
 	bench/engine.sh
+
+# Winograd against oneDNN's direct 3x3 convolution, per ResNet50 shape.
+build/wino_bench: bench/wino_bench.c lib/wino.c lib/err.c lib/wino.h
+	$(CC) $(CSTD) -O2 -g -fopenmp -Ilib bench/wino_bench.c lib/wino.c lib/err.c -ldnnl -lm -o $@
+bench-wino: build/wino_bench
+	OMP_NUM_THREADS=1 build/wino_bench && OMP_NUM_THREADS=2 build/wino_bench
 
 bench-plans: deps
 	$(MAKE) build/splitinfer

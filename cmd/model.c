@@ -72,21 +72,6 @@ int si_cmd_info(int argc, char **argv) {
     return 0;
 }
 
-/* Points every weight node of seg at the engine's packed copy, so that the
- * file carries weights in this machine's layout (modelfile.h). The graph is
- * the command's own; the engine must outlive the save. */
-static int prepack(si_graph_t *g, const si_segment_t *seg, si_engine_t *e, si_layout_t *layouts) {
-    int packed = 0;
-    for (int i = seg->node_begin; i < seg->node_end; i++) {
-        const void *data;
-        size_t bytes;
-        if (si_engine_weights(e, i, &layouts[i], &data, &bytes) != 1) continue;
-        g->nodes[i].w = data, g->nodes[i].w_layout = &layouts[i], g->nodes[i].w_bytes = bytes;
-        packed++;
-    }
-    return packed;
-}
-
 int si_cmd_convert(int argc, char **argv) {
     cli_opts_t o;
     if (cli_parse(argc, argv, "msoP", &o)) return 1;
@@ -103,7 +88,7 @@ int si_cmd_convert(int argc, char **argv) {
     int rc = cli_setup(&o, 1, &g, &seg, o.plain ? NULL : &e);
     if (!rc && e) {
         if (!(layouts = calloc((size_t)g->n_nodes, sizeof *layouts))) rc = cli_fail("out of memory");
-        else prepack(g, &seg, e, layouts);
+        else si_engine_pack_weights(e, g, layouts);
     }
     if (!rc && si_sfm_save(g, o.segment ? &seg : NULL, o.output, &err) < 0) rc = cli_fail("%s", err.msg);
     free(o.args), free(layouts);

@@ -61,11 +61,18 @@ size_t si_engine_out_numel(const si_engine_t *e);
 int si_engine_run(si_engine_t *e, const float *in, float *out, si_err_t *err);
 
 /* The weights node `node` (a graph node index inside the segment) runs with:
- * their layout, bytes and size. Returns 1 when they are in a packed layout
- * (layout filled), 0 when they are the node's own plain weights, -1 when the
- * node has no weights. The data lives as long as the engine. */
+ * returns their kind (graph.h SI_WEIGHTS_*: PLAIN, the node's own; BLOCKED,
+ * layout filled; WINO2, Winograd-transformed), or -1 when the node has none;
+ * *data and *bytes point at them. The data lives as long as the engine. */
 int si_engine_weights(const si_engine_t *e, int node, si_layout_t *layout, const void **data,
                       size_t *bytes);
+
+/* Points the weights of every node of the engine's segment in g (the graph
+ * the engine was built from) at the engine's own packed or transformed copy,
+ * so that si_sfm_save writes them as this machine runs them. layouts: caller
+ * storage for g->n_nodes layouts. The engine must outlive every use of g's
+ * weights after this. Returns the number of nodes repointed. */
+int si_engine_pack_weights(const si_engine_t *e, si_graph_t *g, si_layout_t *layouts);
 
 /* Bytes the engine holds: reordered weights, activations, scratchpad. */
 size_t si_engine_bytes(const si_engine_t *e);

@@ -73,6 +73,13 @@ typedef struct si_layout {
     int64_t inner_idxs[SI_LAYOUT_MAX_DIMS];
 } si_layout_t;
 
+/* How a node's weights are stored. */
+enum {
+    SI_WEIGHTS_PLAIN = 0,   /* [cout, cin/group, kh, kw] or [cout, cin] */
+    SI_WEIGHTS_BLOCKED = 1, /* a oneDNN blocked layout, described by w_layout */
+    SI_WEIGHTS_WINO2 = 2,   /* Winograd F(2x2,3x3) transformed (wino.h, si_wino_weights) */
+};
+
 typedef struct si_node {
     si_op_t op;
     char name[SI_MAX_NAME]; /* ONNX node name (or op type + index) */
@@ -92,12 +99,13 @@ typedef struct si_node {
 
     /* CONV: w [cout, cin/group, kh, kw]; DENSE: w [cout, cin]; b [cout].
      * Both NULL when the weights of this node were left out of a
-     * segment-only model file. When w_layout is set, w holds w_bytes bytes
-     * in that layout instead (prepacked by `convert`). */
+     * segment-only model file. Prepacked by `convert` (w_kind), w holds
+     * w_bytes bytes in that layout instead. */
     int cout, cin;
     const float *w;
     const float *b;
-    const si_layout_t *w_layout;
+    int w_kind;                  /* SI_WEIGHTS_* */
+    const si_layout_t *w_layout; /* SI_WEIGHTS_BLOCKED: the layout */
     size_t w_bytes;
 } si_node_t;
 

@@ -34,7 +34,7 @@ typedef struct sfm_node {
     int32_t pad0_;        /* explicit: the file has no implicit padding bytes */
     int64_t w_off, b_off; /* bytes from the start of the file, -1: left out */
     int64_t w_bytes;      /* bytes at w_off */
-    int32_t packed;       /* 1: weights in `layout`, else plain */
+    int32_t packed;       /* SI_WEIGHTS_*: plain, blocked in `layout`, Winograd */
     int32_t pad_;
     si_layout_t layout;
 } sfm_node_t;
@@ -49,7 +49,7 @@ static size_t weight_floats(const si_node_t *n) {
 }
 
 static size_t weight_bytes(const si_node_t *n) {
-    return n->w_layout ? n->w_bytes : weight_floats(n) * sizeof(float);
+    return n->w_kind != SI_WEIGHTS_PLAIN ? n->w_bytes : weight_floats(n) * sizeof(float);
 }
 
 /* A layout read from a file: sane enough to hand to oneDNN, which checks the
@@ -107,7 +107,8 @@ int si_sfm_save(const si_graph_t *g, const si_segment_t *seg, const char *path, 
             }
             r->w_off = (int64_t)off;
             r->w_bytes = (int64_t)weight_bytes(n);
-            if (n->w_layout) r->packed = 1, r->layout = *n->w_layout;
+            r->packed = n->w_kind;
+            if (n->w_kind == SI_WEIGHTS_BLOCKED) r->layout = *n->w_layout;
             off = align64(off + weight_bytes(n));
             r->b_off = (int64_t)off;
             off = align64(off + (size_t)n->cout * sizeof(float));
@@ -240,7 +241,15 @@ si_graph_t *si_sfm_load(const char *path, si_err_t *err) {
         }
         if (has_weights(&n) && r.w_off >= 0) {
             size_t wl = weight_floats(&n) * sizeof(float), bl = (size_t)n.cout * sizeof(float);
-            if (r.packed) {
+            if (r.packed == SI_WEIGHTS_WINO2) {
+                /* 16 transformed values per 3x3 kernel (wino.h) */
+                if (n.kh != 3 || n.kw != 3 || r.w_bytes != (int64_t)(wl / 9 * 16)) {
+                    si_err_set(err, "corrupt model file (Winograd weights of node %s)", n.name);
+                    goto fail;
+                }
+                n.w_kind = SI_WEIGHTS_WINO2;
+                n.w_bytes = wl = (size_t)r.w_bytes;
+            } else if (r.packed == SI_WEIGHTS_BLOCKED) {
                 if (!layout_ok(&r.layout) || r.w_bytes < (int64_t)wl || r.w_bytes > (int64_t)(16 * wl)) {
                     si_err_set(err, "corrupt model file (weight layout of node %s)", n.name);
                     goto fail;
@@ -250,8 +259,12 @@ si_graph_t *si_sfm_load(const char *path, si_err_t *err) {
                     goto fail;
                 }
                 g->layouts[i] = r.layout;
+                n.w_kind = SI_WEIGHTS_BLOCKED;
                 n.w_layout = &g->layouts[i];
                 n.w_bytes = wl = (size_t)r.w_bytes;
+            } else if (r.packed != SI_WEIGHTS_PLAIN) {
+                si_err_set(err, "corrupt model file (weight kind of node %s)", n.name);
+                goto fail;
             }
             if (!in_file(r.w_off, wl, len) || !in_file(r.b_off, bl, len)) {
                 si_err_set(err, "truncated or corrupt model file (weights of node %s)", n.name);

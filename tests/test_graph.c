@@ -413,21 +413,15 @@ static void test_sfm_prepacked(void **state) {
     assert_int_equal(si_engine_run(e, in, want, &err), 0);
     si_layout_t layouts[16];
     const float *orig_w[16];
-    int packed = 0;
-    for (int i = 0; i < g->n_nodes; i++) {
-        const void *data;
-        size_t bytes;
-        orig_w[i] = g->nodes[i].w;
-        if (si_engine_weights(e, i, &layouts[i], &data, &bytes) != 1) continue;
-        g->nodes[i].w = data, g->nodes[i].w_layout = &layouts[i], g->nodes[i].w_bytes = bytes;
-        packed++;
-    }
+    for (int i = 0; i < g->n_nodes; i++) orig_w[i] = g->nodes[i].w;
+    int packed = si_engine_pack_weights(e, g, layouts);
     assert_true(packed >= 3); /* the 3x3 and 1x1 convs are blocked on this CPU */
     char path[] = "/tmp/si_test_XXXXXX";
     close(mkstemp(path));
     assert_int_equal(si_sfm_save(g, NULL, path, &err), 0);
     si_engine_free(e);
-    for (int i = 0; i < g->n_nodes; i++) g->nodes[i].w = orig_w[i], g->nodes[i].w_layout = NULL;
+    for (int i = 0; i < g->n_nodes; i++)
+        g->nodes[i].w = orig_w[i], g->nodes[i].w_layout = NULL, g->nodes[i].w_kind = SI_WEIGHTS_PLAIN;
 
     si_graph_t *h = si_model_load(path, &err);
     assert_non_null(h);
@@ -463,6 +457,93 @@ static void test_sfm_prepacked(void **state) {
     free_tiny(g);
 }
 
+/* Two 3x3 convs of 64 channels at 14x14 (ResNet's layer3 shape, scaled
+ * down): the engine runs them by Winograd. Checked against the naive
+ * reference, as bands, and through a prepacked file holding the transformed
+ * weights, which must load zero-copy. */
+static void test_winograd(void **state) {
+    (void)state;
+    si_err_t err = {{0}};
+    si_graph_t *g = si_graph_new();
+    int d0[4] = {1, 64, 14, 14}, dx[4] = {1, 0, 0, 0};
+    si_graph_add_value(g, 4, d0);
+    si_graph_add_value(g, 4, dx);
+    si_graph_add_value(g, 4, dx);
+    si_node_t n = conv(0, 1, 64, 64, 3, 1, 1, 1);
+    n.act = SI_ACT_RELU;
+    si_graph_add_node(g, &n);
+    n = conv(1, 2, 64, 64, 3, 1, 1, 1);
+    n.in2 = 0, n.act = SI_ACT_RELU;
+    si_graph_add_node(g, &n);
+    g->output = 2;
+    assert_int_equal(si_graph_finish(g, &err), 0);
+    check_engine(g, NULL, 1);
+    check_engine(g, NULL, 2);
+    si_segment_t s;
+    assert_int_equal(si_graph_segment(g, NULL, &s, &err), 0);
+    si_engine_t *e = si_engine_create(g, &s, 1, &err);
+    assert_non_null(e);
+    si_layout_t layouts[2], l;
+    const void *data;
+    size_t bytes;
+    assert_int_equal(si_engine_weights(e, 0, &l, &data, &bytes), SI_WEIGHTS_WINO2);
+    assert_int_equal(bytes, 64 * 64 * 16 * sizeof(float));
+    float *in = rand_array(64 * 14 * 14, 1.0f), *whole = malloc(sizeof(float) * 64 * 14 * 14);
+    assert_int_equal(si_engine_run(e, in, whole, &err), 0);
+    for (int K = 2; K <= 7; K += 5) /* bands: their tiles start elsewhere, same numbers */
+        for (int k = 0; k < K; k++) {
+            int a, b;
+            si_rows_split(14, K, k, &a, &b);
+            si_band_t band;
+            assert_int_equal(si_graph_band(g, &s, a, b, &band, &err), 0);
+            si_engine_t *be = si_engine_create_band(g, &s, &band, 1, &err);
+            assert_non_null(be);
+            int h = band.in_end - band.in_begin;
+            float *bin = malloc(sizeof(float) * 64 * h * 14), *bout = malloc(sizeof(float) * 64 * (b - a) * 14);
+            for (int c = 0; c < 64; c++)
+                memcpy(bin + (size_t)c * h * 14, in + ((size_t)c * 14 + band.in_begin) * 14, sizeof(float) * h * 14);
+            assert_int_equal(si_engine_run(be, bin, bout, &err), 0);
+            double mx = 0, md = 0;
+            for (int c = 0; c < 64; c++)
+                for (int r = a; r < b; r++)
+                    for (int w = 0; w < 14; w++) {
+                        double u = bout[((size_t)c * (b - a) + r - a) * 14 + w], v = whole[((size_t)c * 14 + r) * 14 + w];
+                        md = fabs(u - v) > md ? fabs(u - v) : md;
+                        mx = fabs(v) > mx ? fabs(v) : mx;
+                    }
+            assert_true(md <= 1e-5 * mx);
+            free(bin), free(bout);
+            si_engine_free(be);
+            si_band_free(&band);
+        }
+    /* Prepacked: the file holds the transformed weights; they load in place. */
+    const float *orig[2] = {g->nodes[0].w, g->nodes[1].w};
+    assert_int_equal(si_engine_pack_weights(e, g, layouts), 2);
+    char path[] = "/tmp/si_test_XXXXXX";
+    close(mkstemp(path));
+    assert_int_equal(si_sfm_save(g, NULL, path, &err), 0);
+    si_engine_free(e);
+    for (int i = 0; i < 2; i++) g->nodes[i].w = orig[i], g->nodes[i].w_kind = SI_WEIGHTS_PLAIN;
+    si_graph_t *h = si_model_load(path, &err);
+    assert_non_null(h);
+    assert_int_equal(h->nodes[1].w_kind, SI_WEIGHTS_WINO2);
+    si_segment_t hs;
+    assert_int_equal(si_graph_segment(h, NULL, &hs, &err), 0);
+    e = si_engine_create(h, &hs, 1, &err);
+    assert_non_null(e);
+    float *again = malloc(sizeof(float) * 64 * 14 * 14);
+    assert_int_equal(si_engine_run(e, in, again, &err), 0);
+    assert_memory_equal(again, whole, sizeof(float) * 64 * 14 * 14); /* same transform, same sums */
+    assert_int_equal(si_engine_weights(e, 1, &l, &data, &bytes), SI_WEIGHTS_WINO2);
+    assert_true((const char *)data >= (const char *)h->map &&
+                (const char *)data < (const char *)h->map + h->map_len);
+    si_engine_free(e);
+    si_graph_free(h);
+    unlink(path);
+    free(in), free(whole), free(again);
+    free_tiny(g);
+}
+
 static void test_onnx_garbage(void **state) {
     (void)state;
     si_err_t err = {{0}};
@@ -483,6 +564,7 @@ int main(void) {
         cmocka_unit_test(test_bands_stitch),
         cmocka_unit_test(test_sfm_roundtrip),
         cmocka_unit_test(test_sfm_prepacked),
+        cmocka_unit_test(test_winograd),
         cmocka_unit_test(test_onnx_garbage),
     };
     si_engine_set_threads(1);
