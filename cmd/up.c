@@ -104,12 +104,7 @@ static int write_step(si_graph_t *g, const si_segment_t *seg, const char *path, 
         goto out;
     }
     memcpy(saved, g->nodes, (size_t)g->n_nodes * sizeof *saved);
-    for (int i = seg->node_begin; i < seg->node_end; i++) {
-        const void *data;
-        size_t bytes;
-        if (si_engine_weights(e, i, &layouts[i], &data, &bytes) != 1) continue;
-        g->nodes[i].w = data, g->nodes[i].w_layout = &layouts[i], g->nodes[i].w_bytes = bytes;
-    }
+    si_engine_pack_weights(e, g, layouts);
     rc = si_sfm_save(g, seg, path, err);
     memcpy(g->nodes, saved, (size_t)g->n_nodes * sizeof *saved); /* the graph is shared */
 out:
