@@ -14,6 +14,11 @@
  * batch first. The engine borrows the graph: keep the graph alive as long as
  * any engine built from it.
  *
+ * 3x3 stride-1 convolutions run by Winograd F(2x2,3x3) (wino.h) where its
+ * cost model says it beats oneDNN's direct kernel, or always when the model
+ * file holds Winograd-transformed weights. SPLITINFER_NO_WINO=1 in the
+ * environment keeps oneDNN for plain weights (for comparisons).
+ *
  * Threads: oneDNN in Debian uses OpenMP, whose thread count is process-wide.
  * si_engine_set_threads sets it; call it before creating engines.
  */
