@@ -5,7 +5,7 @@
  *                                  ?k=N top-k (default 5), ?logits=1 adds the logits
  *   GET  /v2/health/live, /v2/health/ready, GET /v2/models/{name},
  *   POST /v2/models/{name}/infer   Open Inference Protocol v2 (REST), FP32 [1,3,224,224]
- *   GET  /healthz, /readyz, /metrics
+ *   GET  /healthz, /readyz (this process only), /metrics
  *
  * Each HTTP worker blocks on its upstream calls, so --threads bounds the
  * requests in flight (default 16); every worker keeps its own keep-alive
@@ -346,7 +346,9 @@ int si_cmd_gateway(int argc, char **argv) {
         si_http_route(srv, "GET", "/v2/health/live", on_live, &s, &err) < 0 ||
         si_http_route(srv, "GET", "/v2/health/ready", on_ready, &s, &err) < 0 ||
         si_http_route(srv, "GET", "/healthz", on_live, &s, &err) < 0 ||
-        si_http_route(srv, "GET", "/readyz", on_ready, &s, &err) < 0 ||
+        /* /readyz is shallow: a Knative readiness probe must not wake every
+         * function (they could never scale to zero); /v2/health/ready asks them. */
+        si_http_route(srv, "GET", "/readyz", on_live, &s, &err) < 0 ||
         si_http_route(srv, "*", "/v2/models/*", on_models, &s, &err) < 0 ||
         si_http_route(srv, "GET", "/metrics", serve_metrics_handler, &s.m, &err) < 0 ||
         si_http_server_start(srv, &err) < 0) {

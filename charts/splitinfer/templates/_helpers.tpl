@@ -1,0 +1,111 @@
+{{/*
+Names. The release "splitinfer" gives splitinfer-stem, splitinfer-gateway, ...
+(the names the kustomize overlays use); another release R gives R-splitinfer-*.
+Kept short: Knative appends -00001-deployment-<hash> to pod names.
+*/}}
+{{- define "splitinfer.fullname" -}}
+{{- if contains "splitinfer" .Release.Name -}}
+{{- .Release.Name | trunc 30 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-splitinfer" .Release.Name | trunc 30 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "splitinfer.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" -}}
+{{- end -}}
+
+{{- define "splitinfer.selectorLabels" -}}
+app.kubernetes.io/name: splitinfer
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "splitinfer.labels" -}}
+{{ include "splitinfer.selectorLabels" . }}
+app.kubernetes.io/part-of: splitinfer
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+helm.sh/chart: {{ include "splitinfer.chart" . }}
+{{- end -}}
+
+{{/* A segment as a name: layer4..head -> layer4-head, layer2.3 -> layer2-3. */}}
+{{- define "splitinfer.slug" -}}
+{{- . | lower | replace ".." "-" | replace "." "-" | replace "#" "c" | replace "_" "-" -}}
+{{- end -}}
+
+{{/*
+The layout of the chosen plan, as YAML:
+  steps:     the plan's steps, each with its bands and function URLs
+  functions: the Knative Services to create: name, function (label and
+             --name), segment, slug (image), bands (calls per request)
+*/}}
+{{- define "splitinfer.layout" -}}
+{{- $root := . -}}
+{{- $plan := index .Values.plans .Values.plan -}}
+{{- if not $plan -}}
+{{- fail (printf "plan %q is not one of .Values.plans" .Values.plan) -}}
+{{- end -}}
+{{- if not (has .Values.bandServices (list "shared" "perBand")) -}}
+{{- fail (printf "bandServices must be shared or perBand, not %q" .Values.bandServices) -}}
+{{- end -}}
+{{- $full := include "splitinfer.fullname" . -}}
+{{- $steps := list -}}
+{{- $fns := list -}}
+{{- $seen := dict -}}
+{{- range $s := $plan.steps -}}
+{{- $k := 1 -}}
+{{- if $s.bands -}}
+{{- $k = int $s.bands -}}
+{{- else if $s.banded -}}
+{{- $k = int $root.Values.bands -}}
+{{- end -}}
+{{- if lt $k 1 -}}
+{{- fail (printf "step %s: bands must be >= 1" $s.segment) -}}
+{{- end -}}
+{{- $slug := include "splitinfer.slug" $s.segment -}}
+{{- $urls := list -}}
+{{- if and (gt $k 1) (eq $root.Values.bandServices "perBand") -}}
+{{- range $b := until $k -}}
+{{- $name := printf "%s-%s-b%d" $full $slug $b -}}
+{{- $urls = append $urls (printf "http://%s.%s.svc.cluster.local" $name $root.Release.Namespace) -}}
+{{- if not (hasKey $seen $name) -}}
+{{- $_ := set $seen $name true -}}
+{{- $fns = append $fns (dict "name" $name "function" (printf "%s-b%d" $slug $b) "segment" $s.segment "slug" $slug "bands" 1) -}}
+{{- end -}}
+{{- end -}}
+{{- else -}}
+{{- $name := printf "%s-%s" $full $slug -}}
+{{- $urls = append $urls (printf "http://%s.%s.svc.cluster.local" $name $root.Release.Namespace) -}}
+{{- if not (hasKey $seen $name) -}}
+{{- $_ := set $seen $name true -}}
+{{- $fns = append $fns (dict "name" $name "function" $slug "segment" $s.segment "slug" $slug "bands" $k) -}}
+{{- end -}}
+{{- end -}}
+{{- $steps = append $steps (dict "segment" $s.segment "bands" $k "functions" $urls) -}}
+{{- end -}}
+{{- dict "steps" $steps "functions" $fns | toYaml -}}
+{{- end -}}
+
+{{/* The plan JSON the gateway reads (lib/plan.h). */}}
+{{- define "splitinfer.planJson" -}}
+{{- $layout := include "splitinfer.layout" . | fromYaml -}}
+{{- $steps := list -}}
+{{- range $s := $layout.steps -}}
+{{- $steps = append $steps (dict "segment" $s.segment "bands" (int $s.bands) "functions" $s.functions) -}}
+{{- end -}}
+{{- dict "name" .Values.plan "model" "resnet50" "dtype" .Values.dtype "timeout_ms" (int .Values.timeoutMs) "steps" $steps | toPrettyJson -}}
+{{- end -}}
+
+{{/* Image of a stage function: its segment's image, or with model.source=pvc
+the gateway image (no weights; they come from the volume). */}}
+{{- define "splitinfer.stageImage" -}}
+{{- if eq .root.Values.model.source "pvc" -}}
+{{- printf "%s-gateway:%s" .root.Values.image.repository .root.Values.image.tag -}}
+{{- else -}}
+{{- printf "%s-stage-%s:%s" .root.Values.image.repository .slug .root.Values.image.tag -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "splitinfer.gatewayImage" -}}
+{{- printf "%s-gateway:%s" .Values.image.repository .Values.image.tag -}}
+{{- end -}}
