@@ -6,9 +6,11 @@
 #                  structure (every .sfm holds all nodes) plus the head's weights;
 #                  run it with `gateway --plan PLAN.json`
 #
-# The build stage compiles build/splitinfer on Debian bookworm and cuts the
-# segment's weights out of the model with `splitinfer convert --segment`. The
-# runtime stage is a distroless base with the binary, the shared libraries
+# The build stage compiles build/splitinfer (every subcommand; the gateway
+# image) and build/splitinfer-stage (a stage's subcommands, without the HTTP
+# client and so without libcurl; the stage images) on Debian bookworm and cuts
+# the segment's weights out of the model with `splitinfer convert --segment`.
+# The runtime stage is a distroless base with the binary, the shared libraries
 # `ldd` lists (less glibc, which the base has) and the one .sfm.
 #
 # Plain Docker with registry access:
@@ -40,23 +42,25 @@ COPY Makefile ./
 COPY proto/ proto/
 COPY lib/ lib/
 COPY cmd/ cmd/
-RUN make -j"$(nproc)" build/splitinfer && strip --strip-unneeded build/splitinfer
-# Every library the binary loads, except those of a "cc" distroless base:
-# glibc's own (matched to its loader), libgcc_s and libstdc++. Copied
-# dereferenced, under their sonames: libdnnl (and libOpenCL, libgomp),
-# libh2o-evloop, libcurl and the TLS, Kerberos, LDAP, IDN libraries it links.
-RUN set -e; mkdir -p /out/lib /out/bin /out/models; cp build/splitinfer /out/bin/; \
-    ldd build/splitinfer | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' > /tmp/libs; \
-    while read -r soname path; do \
-      case "$soname" in \
-        libc.so.*|libm.so.*|libpthread.so.*|libdl.so.*|librt.so.*|libresolv.so.*|ld-linux*) ;; \
-        libstdc++.so.*|libgcc_s.so.*) ;; \
-        *) cp -L "$path" "/out/lib/$soname" ;; \
-      esac; \
-    done < /tmp/libs; \
-    if LD_LIBRARY_PATH=/out/lib ldd /out/bin/splitinfer | grep 'not found'; then exit 1; fi; \
-    ls -l /out/lib; du -sh /out/lib
-# The model, put into the build context by k8s/images.sh (ONNX or .sfm).
+RUN make -j"$(nproc)" build/splitinfer build/splitinfer-stage && \
+    strip --strip-unneeded build/splitinfer build/splitinfer-stage
+# Two file sets: the full binary (gateway) and the lean one (stage: no HTTP
+# client, so no libcurl and its ~11 MiB of dependencies), each with the
+# shared libraries ldd lists, less what the runtime base already has.
+RUN set -e; for v in full:splitinfer stage:splitinfer-stage; do \
+      set=${v%%:*}; bin=${v#*:}; mkdir -p /out/$set/lib /out/$set/bin; \
+      cp build/$bin /out/$set/bin/splitinfer; \
+      ldd build/$bin | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' > /tmp/libs; \
+      while read -r soname path; do \
+        case "$soname" in \
+          libc.so.*|libm.so.*|libpthread.so.*|libdl.so.*|librt.so.*|libresolv.so.*|ld-linux*) ;; \
+          libstdc++.so.*|libgcc_s.so.*) ;; \
+          *) cp -L "$path" "/out/$set/lib/$soname" ;; \
+        esac; \
+      done < /tmp/libs; \
+      if LD_LIBRARY_PATH=/out/$set/lib ldd /out/$set/bin/splitinfer | grep 'not found'; then exit 1; fi; \
+      du -sh /out/$set/lib; \
+    done; mkdir -p /out/models
 ARG MODEL_FILE=build/images/model.onnx
 COPY ${MODEL_FILE} /src/model.in
 # Declared late so the compile above is shared by every segment's image.
@@ -71,8 +75,6 @@ ARG SEGMENT=all
 LABEL org.opencontainers.image.title="splitinfer" \
       org.opencontainers.image.description="splitinfer function (ResNet50 segment ${SEGMENT})" \
       io.splitinfer.segment="${SEGMENT}"
-COPY --from=build /out/lib/ /usr/lib/x86_64-linux-gnu/
-COPY --from=build /out/bin/splitinfer /usr/local/bin/splitinfer
 COPY --from=build /out/models/model.sfm /models/model.sfm
 ENV PATH=/usr/local/bin:/usr/bin:/bin \
     SPLITINFER_MODEL=/models/model.sfm
@@ -84,8 +86,12 @@ ENTRYPOINT ["splitinfer"]
 # --target gateway: the same files, started as the gateway. The plan is
 # mounted at /etc/splitinfer/plan.json (a ConfigMap on Kubernetes).
 FROM runtime AS gateway
+COPY --from=build /out/full/lib/ /usr/lib/x86_64-linux-gnu/
+COPY --from=build /out/full/bin/splitinfer /usr/local/bin/splitinfer
 CMD ["gateway", "--plan", "/etc/splitinfer/plan.json"]
 
 # The default target: a stage function serving the segment in its .sfm.
 FROM runtime AS stage
+COPY --from=build /out/stage/lib/ /usr/lib/x86_64-linux-gnu/
+COPY --from=build /out/stage/bin/splitinfer /usr/local/bin/splitinfer
 CMD ["stage"]

@@ -90,6 +90,13 @@ build/splitinfer: $(CMD_OBJ) $(LIB_OBJ)
 build/asan/splitinfer: $(ASAN_CMD_OBJ) $(ASAN_LIB_OBJ)
 	$(CC) $(SANFLAGS) $^ -o $@ $(LDLIBS)
 
+# The binary of a stage image: the stage's subcommands only, linked without
+# the HTTP client, so libcurl and its dependencies stay out of the image.
+LEAN_OBJ := build/obj/cmd/lean/main.o $(addprefix build/obj/cmd/,stage.o serve.o cli.o model.o preprocess.o) \
+	$(filter-out build/obj/lib/httpc.o build/obj/lib/gateway.o,$(LIB_OBJ))
+build/splitinfer-stage: $(LEAN_OBJ)
+	$(CC) $^ -o $@ $(filter-out -lcurl,$(LDLIBS))
+
 build/tests/%: build/obj/tests/%.o $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $^ -o $@ $(LDLIBS) -lcmocka

@@ -211,11 +211,11 @@ podman run -d --name "$TAG-gateway" --network "$NET" --label "splitinfer-test=$T
   bad "podman run $TAG-gateway"
 GW=http://127.0.0.1:$GW_PORT
 t=$(date +%s)
-until code=$(curl -s -o /dev/null -w '%{http_code}' "$GW/readyz"); [ "$code" = 200 ]; do
+until code=$(curl -s -o /dev/null -w '%{http_code}' "$GW/v2/health/ready"); [ "$code" = 200 ]; do
   [ $(( $(date +%s) - t )) -gt 120 ] && break
   sleep 0.5
 done
-check "gateway and every stage ready (gateway /readyz asks each stage's /readyz) in $(( $(date +%s) - t )) s" \
+check "gateway and every stage ready (gateway /v2/health/ready asks each stage's /readyz) in $(( $(date +%s) - t )) s" \
   test "$code" = 200
 for c in $(podman ps -q --filter "label=splitinfer-test=$TAG"); do
   info=$(podman inspect --format '{{.Name}} {{.HostConfig.CpuQuota}}/{{.HostConfig.CpuPeriod}} {{.HostConfig.Memory}}' "$c")
@@ -339,7 +339,7 @@ HEY_IMG=localhost/splitinfer-hey:latest
 GWPOD=splitinfer-gateway-$TAG-pod-0
 client() { podman run --rm --network "$NET" --label "splitinfer-test=$TAG" --entrypoint "$1" "$HEY_IMG" "${@:2}"; }
 t=$(date +%s)
-until code=$(client curl -s -o /dev/null -w '%{http_code}' "http://$GWPOD:8080/readyz" 2>/dev/null); [ "$code" = 200 ]; do
+until code=$(client curl -s -o /dev/null -w '%{http_code}' "http://$GWPOD:8080/v2/health/ready" 2>/dev/null); [ "$code" = 200 ]; do
   [ $(( $(date +%s) - t )) -gt 120 ] && break
   sleep 1
 done
@@ -419,11 +419,11 @@ prometheus --config.file="$W/prom/prometheus.yml" --storage.tsdb.path="$W/prom/d
 PIDS+=($!)
 PROM=http://127.0.0.1:$PROM_PORT
 t=$(date +%s)
-until code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$GP/readyz"); [ "$code" = 200 ]; do
+until code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$GP/v2/health/ready"); [ "$code" = 200 ]; do
   [ $(( $(date +%s) - t )) -gt 60 ] && break
   sleep 0.5
 done
-check "local pipeline ready (gateway /readyz) in $(( $(date +%s) - t )) s" test "$code" = 200
+check "local pipeline ready (gateway /v2/health/ready) in $(( $(date +%s) - t )) s" test "$code" = 200
 # Traffic spread over a few scrapes: 12 classifications, 4 refused calls.
 for i in $(seq 1 12); do
   curl -s -o /dev/null -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "http://127.0.0.1:$GP/v1/classify"
