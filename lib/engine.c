@@ -461,6 +461,25 @@ static int dst_mem(si_engine_t *e, const si_node_t *n, int i, dnnl_primitive_des
     return dst_mem_md(e, n, i, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0));
 }
 
+/* The step of a conv or dense primitive pd reading memory s_m (-1: failed
+ * already): its weights, bias and output memory, then the primitive.
+ * Takes ownership of pd. */
+static int add_weighted(si_engine_t *e, const si_node_t *n, int i, dnnl_primitive_desc_t pd,
+                        int s_m) {
+    int w_m = s_m < 0 ? -1 : weights_mem(e, i, n, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0));
+    int b_m = w_m < 0 ? -1 : bias_mem(e, n, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1));
+    int d_m = b_m < 0 ? -1 : dst_mem(e, n, i, pd);
+    if (d_m < 0) {
+        dnnl_primitive_desc_destroy(pd);
+        return -1;
+    }
+    dnnl_exec_arg_t args[MAX_ARGS] = {{DNNL_ARG_SRC, e->mems[s_m].m},
+                                      {DNNL_ARG_WEIGHTS, e->mems[w_m].m},
+                                      {DNNL_ARG_BIAS, e->mems[b_m].m},
+                                      {DNNL_ARG_DST, e->mems[d_m].m}};
+    return prim_add(e, pd, args, 4, n);
+}
+
 /* Input rows [*ia, *ib) a windowed node (conv, pool) reads for its output
  * band, and the top/bottom padding that makes the output exactly that band:
  * the true padding at the image border, zero (halo rows instead) inside. */
@@ -545,19 +564,8 @@ static int compile_conv(si_engine_t *e, const si_node_t *n, int i) {
         "describe the convolution", n);
     dnnl_primitive_desc_t pd;
     if (make_pd(e, &pd, &cd, attr_for(n, n->in2 >= 0), n) < 0) return -1;
-    int s_m = value_rows_as(e, n->in, ia, ib, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0));
-    int w_m = s_m < 0 ? -1 : weights_mem(e, i, n, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0));
-    int b_m = w_m < 0 ? -1 : bias_mem(e, n, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1));
-    int d_m = b_m < 0 ? -1 : dst_mem(e, n, i, pd);
-    if (d_m < 0) {
-        dnnl_primitive_desc_destroy(pd);
-        return -1;
-    }
-    dnnl_exec_arg_t args[MAX_ARGS] = {{DNNL_ARG_SRC, e->mems[s_m].m},
-                                      {DNNL_ARG_WEIGHTS, e->mems[w_m].m},
-                                      {DNNL_ARG_BIAS, e->mems[b_m].m},
-                                      {DNNL_ARG_DST, e->mems[d_m].m}};
-    return prim_add(e, pd, args, 4, n);
+    return add_weighted(e, n, i, pd, value_rows_as(e, n->in, ia, ib,
+                                                   dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0)));
 }
 
 static int compile_dense(si_engine_t *e, const si_node_t *n, int i) {
@@ -572,19 +580,8 @@ static int compile_dense(si_engine_t *e, const si_node_t *n, int i) {
         "describe the inner product", n);
     dnnl_primitive_desc_t pd;
     if (make_pd(e, &pd, &ipd, attr_for(n, 0), n) < 0) return -1;
-    int s_m = value_as(e, n->in, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0));
-    int w_m = s_m < 0 ? -1 : weights_mem(e, i, n, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0));
-    int b_m = w_m < 0 ? -1 : bias_mem(e, n, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1));
-    int d_m = b_m < 0 ? -1 : dst_mem(e, n, i, pd);
-    if (d_m < 0) {
-        dnnl_primitive_desc_destroy(pd);
-        return -1;
-    }
-    dnnl_exec_arg_t args[MAX_ARGS] = {{DNNL_ARG_SRC, e->mems[s_m].m},
-                                      {DNNL_ARG_WEIGHTS, e->mems[w_m].m},
-                                      {DNNL_ARG_BIAS, e->mems[b_m].m},
-                                      {DNNL_ARG_DST, e->mems[d_m].m}};
-    return prim_add(e, pd, args, 4, n);
+    return add_weighted(e, n, i, pd,
+                        value_as(e, n->in, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0)));
 }
 
 static int compile_pool(si_engine_t *e, const si_node_t *n, int i) {
