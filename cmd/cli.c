@@ -45,6 +45,7 @@ static int parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
     memset(o, 0, sizeof *o);
     o->model = getenv("SPLITINFER_MODEL");
     o->topk = 5, o->n = 20, o->batch = 1, o->warmup = 3, o->port = -1;
+    o->cold = -1, o->seconds = -1;
     o->args = calloc((size_t)argc + 1, sizeof *o->args);
     if (!o->args) return cli_fail("out of memory");
     static const struct { char key; const char *s, *l; int has_arg; } flags[] = {
@@ -55,6 +56,9 @@ static int parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
         {'P', NULL, "--plain", 0},   {'p', NULL, "--port", 1},    {'H', NULL, "--host", 1},
         {'N', NULL, "--name", 1},    {'L', NULL, "--plan", 1},    {'W', NULL, "--workdir", 1},
         {'t', NULL, "--threads-per-function", 1}, {'K', NULL, "--bands", 1},
+        {'l', NULL, "--plans", 1},   {'I', NULL, "--images", 1},  {'R', NULL, "--runtime", 1},
+        {'C', NULL, "--cpus", 1},    {'M', NULL, "--memory", 1},  {'c', NULL, "--concurrency", 1},
+        {'D', NULL, "--cold", 1},    {'O', NULL, "--out", 1},     {'S', NULL, "--seconds", 1},
     };
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -88,6 +92,15 @@ static int parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
         case 'W': o->workdir = v; break;
         case 'K': if (int_arg(a, v, 1, 64, &o->bands)) return 1; break;
         case 'n': if (int_arg(a, v, 1, 1000000, &o->n)) return 1; break;
+        case 'l': o->plans = v; break;
+        case 'I': o->images = v; break;
+        case 'R': o->runtime = v; break;
+        case 'C': o->cpus = v; break;
+        case 'M': o->memory = v; break;
+        case 'c': o->concurrency = v; break;
+        case 'D': if (int_arg(a, v, 1, 1000, &o->cold)) return 1; break;
+        case 'O': o->out = v; break;
+        case 'S': if (int_arg(a, v, 1, 3600, &o->seconds)) return 1; break;
         case 'b': if (int_arg(a, v, 1, 4096, &o->batch)) return 1; break;
         case 'w': if (int_arg(a, v, 0, 1000000, &o->warmup)) return 1; break;
         case 'B': {

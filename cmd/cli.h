@@ -30,6 +30,16 @@ typedef struct cli_opts {
     const char *plan;    /* --plan PLAN.json */
     const char *workdir; /* --workdir DIR (up) */
     int bands;           /* --bands K (stage: warm every band of K) */
+    /* bench --plans (cmd/benchplans.c) */
+    const char *plans;       /* --plans a,b,c: plan names (plans/NAME.json) or paths */
+    const char *images;      /* --images DIR of PNG files */
+    const char *runtime;     /* --runtime process|podman (or both, comma-separated) */
+    const char *cpus;        /* --cpus 0.35: CPU quota per function (podman) */
+    const char *memory;      /* --memory 512m: memory limit per function (podman) */
+    const char *concurrency; /* --concurrency 1,4,16 */
+    int cold;                /* --cold K: cold starts per plan, -1 when not given */
+    const char *out;         /* --out DIR */
+    int seconds;             /* --seconds S: per concurrency level, -1 when not given */
     char **args;         /* positional arguments */
     int n_args;
 } cli_opts_t;

@@ -169,7 +169,11 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+int si_cmd_bench_plans(int argc, char **argv);
+
 int si_cmd_bench(int argc, char **argv) {
+    for (int i = 0; i < argc; i++) /* the plans benchmark (Table 1): cmd/benchplans.c */
+        if (!strcmp(argv[i], "--plans")) return si_cmd_bench_plans(argc, argv);
     cli_opts_t o;
     if (cli_parse(argc, argv, "mstnbw", &o)) return 1;
     si_graph_t *g;

@@ -27,6 +27,7 @@ struct si_stage {
     cached_t cache[STAGE_ENGINES];
     uint64_t tick;
     uint64_t last_encode_us; /* see si_stage_call */
+    int threads; /* compute threads: the creating thread's si_engine_threads() */
 };
 
 static uint64_t now_us(void) {
@@ -49,6 +50,7 @@ si_stage_t *si_stage_new(si_graph_t *g, const char *segment, si_err_t *err) {
         return NULL;
     }
     snprintf(s->spec, sizeof s->spec, "%s", segment ? segment : "all");
+    s->threads = si_engine_threads();
     pthread_mutex_init(&s->lock, NULL);
     return s;
 }
@@ -158,6 +160,11 @@ si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
     uint64_t t1 = now_us();
     pthread_mutex_lock(&s->lock);
     uint64_t t2 = now_us();
+    /* OpenMP's thread count belongs to each thread: a server's workers start
+     * with the default (every core), not what the stage was made with. Two
+     * threads in a function meant to have one burn a capped quota spinning.
+     * Set before engine_for: oneDNN sizes its kernels for it at compile. */
+    if (si_engine_threads() != s->threads) si_engine_set_threads(s->threads);
     si_stage_status_t st = SI_STAGE_FAILED;
     cached_t *c = engine_for(s, (int)rq.input.dims[0], a, b, err);
     if (!c) goto unlock;

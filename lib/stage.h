@@ -43,7 +43,9 @@ typedef struct si_stage_reply {
     int64_t out_elems; /* elements computed */
 } si_stage_reply_t;
 
-/* Takes ownership of g. segment: the spec this stage serves ("layer2"). */
+/* Takes ownership of g. segment: the spec this stage serves ("layer2").
+ * Computes on as many threads as si_engine_threads() says in the calling
+ * thread, whichever thread later calls si_stage_call. */
 si_stage_t *si_stage_new(si_graph_t *g, const char *segment, si_err_t *err);
 void si_stage_free(si_stage_t *s);
 
