@@ -73,10 +73,38 @@ __attribute__((format(printf, 2, 3))) static int set_msg(si_httpc_resp_t *out, c
     return -1;
 }
 
+/* One DNS cache for every client of the process. Each gateway worker has its
+ * own client, so without it a function's name was looked up once per worker
+ * and per cache expiry: 16 workers x every function, each lookup a chance to
+ * hit a slow resolver (seen here: podman's aardvark-dns forwarding to an
+ * unreachable upstream, 30 s and a 504 for a name it had just answered).
+ * Names stay cached DNS_CACHE_S; a Service's ClusterIP does not move. */
+#define DNS_CACHE_S 60L
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static int global_rc;
+static CURLSH *dns_share;
+static pthread_mutex_t share_mu[CURL_LOCK_DATA_LAST];
+
+static void share_lock(CURL *e, curl_lock_data data, curl_lock_access access, void *ud) {
+    (void)e, (void)access, (void)ud;
+    pthread_mutex_lock(&share_mu[data]);
+}
+static void share_unlock(CURL *e, curl_lock_data data, void *ud) {
+    (void)e, (void)ud;
+    pthread_mutex_unlock(&share_mu[data]);
+}
+
 static void global_init(void) {
-    global_rc = curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK;
+    if ((global_rc = curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)) return;
+    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++) pthread_mutex_init(&share_mu[i], NULL);
+    /* Without the share each client keeps its own cache: slower, still correct. */
+    if (!(dns_share = curl_share_init())) return;
+    if (curl_share_setopt(dns_share, CURLSHOPT_LOCKFUNC, share_lock) != CURLSHE_OK ||
+        curl_share_setopt(dns_share, CURLSHOPT_UNLOCKFUNC, share_unlock) != CURLSHE_OK ||
+        curl_share_setopt(dns_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK) {
+        curl_share_cleanup(dns_share);
+        dns_share = NULL;
+    }
 }
 
 const char *si_httpc_error_name(si_httpc_error_t error) {
@@ -217,6 +245,8 @@ static int xfer_setup(si_httpc_t *c, xfer_t *x, const si_httpc_call_t *k) {
     SET(CURLOPT_PROXY, "");    /* ignore *_proxy env */
     SET(CURLOPT_PROTOCOLS_STR, "http,https");
     SET(CURLOPT_TIMEOUT_MS, timeout);
+    if (dns_share) SET(CURLOPT_SHARE, dns_share);
+    SET(CURLOPT_DNS_CACHE_TIMEOUT, DNS_CACHE_S);
     SET(CURLOPT_EXPECT_100_TIMEOUT_MS, (long)EXPECT_TIMEOUT_MS);
     SET(CURLOPT_ERRORBUFFER, x->errbuf);
     SET(CURLOPT_WRITEFUNCTION, on_body);

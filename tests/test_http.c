@@ -2,7 +2,9 @@
  * loopback: routing, limits, JSON errors, malformed input, concurrency,
  * connection reuse, error kinds, graceful stop. */
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -540,6 +542,42 @@ static void test_connection_reuse(void **state) {
     si_httpc_free(c);
 }
 
+/* The test's own getaddrinfo, found before libc's by libcurl (the program's
+ * symbols come first): counts lookups of TEST_HOST and answers them with
+ * loopback, so a test can see how often the client really resolved a name. */
+#define TEST_HOST "si-test-host.invalid"
+static atomic_int test_host_lookups;
+int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+                struct addrinfo **res) {
+    typedef int (*gai_fn)(const char *, const char *, const struct addrinfo *, struct addrinfo **);
+    static gai_fn real;
+    if (!real) real = (gai_fn)dlsym(RTLD_NEXT, "getaddrinfo");
+    if (node && !strcmp(node, TEST_HOST)) {
+        atomic_fetch_add(&test_host_lookups, 1);
+        node = "127.0.0.1";
+    }
+    return real(node, service, hints, res);
+}
+
+/* Two clients (two gateway workers) calling the same host: one lookup. */
+static void test_dns_shared(void **state) {
+    (void)state;
+    si_httpc_t *a = si_httpc_new(), *b = si_httpc_new();
+    char u[96];
+    snprintf(u, sizeof u, "http://" TEST_HOST ":%d/echo", si_http_server_port(srv));
+    atomic_store(&test_host_lookups, 0);
+    for (int i = 0; i < 3; i++) {
+        si_httpc_resp_t r;
+        si_err_t err;
+        assert_int_equal(si_httpc_post(i == 1 ? b : a, u, NULL, &i, sizeof i, 2000, &r, &err), 200);
+        assert_memory_equal(r.body, &i, sizeof i);
+        si_httpc_resp_free(&r);
+    }
+    assert_int_equal(atomic_load(&test_host_lookups), 1);
+    si_httpc_free(a);
+    si_httpc_free(b);
+}
+
 static int closed_port(void) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {0};
@@ -741,6 +779,7 @@ int main(void) {
         cmocka_unit_test(test_malformed_request),
         cmocka_unit_test(test_post_many_concurrency),
         cmocka_unit_test(test_connection_reuse),
+        cmocka_unit_test(test_dns_shared),
         cmocka_unit_test(test_error_kinds),
         cmocka_unit_test(test_graceful_stop),
         cmocka_unit_test(test_drain_deadline_cuts),
