@@ -76,6 +76,10 @@ static int run_plan(gw_srv_t *s, const float *in, float *out, si_gateway_trace_t
     snprintf(code, sizeof code, "%d", status);
     const char *lv[] = {code};
     si_metrics_inc(s->upstream_err, lv, NULL);
+    /* One line per failed request on stderr (the container log): which step,
+     * band and function failed and how, after how long. */
+    fprintf(stderr, "splitinfer gateway %s: %d after %.0f ms: %s\n", s->m.function, status,
+            tr->seconds * 1e3, err.msg);
     return si_http_json_error(resp, status, si_http_status_code(status), "%s", err.msg);
 }
 

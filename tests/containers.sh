@@ -139,12 +139,16 @@ trap 'exit 130' INT TERM
 compare_logits() {
   /usr/bin/python3 - "$1" "$2" <<'EOF'
 import json, struct, sys
-ans = json.load(open(sys.argv[1]))
+text = open(sys.argv[1], "rb").read()
+try:
+    ans = json.loads(text)
+except ValueError:
+    print("  not JSON (%d bytes): %r" % (len(text), text[:300])); sys.exit(1)
 raw = open(sys.argv[2], "rb").read()
 ref = struct.unpack("<%df" % (len(raw) // 4), raw)
 got = ans.get("logits")
 if not isinstance(got, list) or len(got) != len(ref):
-    print("  no logits of length %d in the answer" % len(ref)); sys.exit(1)
+    print("  no logits of length %d in the answer: %r" % (len(ref), text[:300])); sys.exit(1)
 d = max(abs(a - b) for a, b in zip(got, ref))
 m = max(abs(b) for b in ref)
 top = ans["top"][0]
@@ -355,14 +359,19 @@ done
 # The photo inside the hey image is the one sent: its reference from the file.
 podman run --rm --network none --entrypoint cat "$HEY_IMG" /data/sample.png > "$W/sample.png"
 "$SI" preprocess "$W/sample.png" -o "$W/x2.bin" >/dev/null && "$SI" infer -m "$MODEL" --input "$W/x2.bin" --output "$W/ref2.bin" >/dev/null
-client curl -s -f -X POST -H 'Content-Type: image/png' --data-binary @/data/sample.png \
-  "http://$GWPOD:8080/v1/classify?logits=1" > "$W/classify-kube.json" || bad "classify through the kube-played pods"
+code=$(client curl -s -o /dev/stderr -w '%{http_code}' -X POST -H 'Content-Type: image/png' \
+  --data-binary @/data/sample.png "http://$GWPOD:8080/v1/classify?logits=1" 2>"$W/classify-kube.json")
+check "classify through the kube-played pods: HTTP $code" test "$code" = 200
+[ "$code" = 200 ] || { head -c 400 "$W/classify-kube.json"; echo; podman logs --tail 20 "$GWPOD-gateway" 2>&1 | sed 's/^/  gateway: /'; }
 check "kube-played pipeline: classify of the hey image's photo = splitinfer infer" \
   compare_logits "$W/classify-kube.json" "$W/ref2.bin"
 client hey -n 20 -c 2 -t 60 -m POST -T image/png -D /data/sample.png "http://$GWPOD:8080/v1/classify" > "$W/hey.out" 2>&1
 sed -n '/Summary/,/Requests\/sec/p;/Status code distribution/,/^$/p' "$W/hey.out" | sed 's/^/  /'
 check "hey (the load-test image) -n 20 -c 2 through the kube-played gateway: 20 x 200" \
   grep -q '\[200\].*20 responses' "$W/hey.out"
+grep -q '\[200\].*20 responses' "$W/hey.out" || for c in $(podman ps -a --format '{{.Names}}' --filter "name=-$TAG-pod-0-(stage|gateway)"); do
+  podman logs --tail 15 "$c" 2>&1 | sed "s/^/  $c: /"
+  client curl -s "http://${c%-stage}:8080/metrics" | grep -E '^splitinfer_(requests_total|stage_phase_seconds_(sum|count))' | sed "s/^/  $c: /"; done
 podman kube play --down "$W/kube-play.yaml" >/dev/null 2>&1
 check "podman kube play --down removed the pods" \
   test -z "$(podman pod ps -q --filter "name=-$TAG-pod")"
