@@ -489,6 +489,13 @@ static void band_pads(const si_engine_t *e, const si_node_t *n, int *ia, int *ib
     si_node_in_rows(e->g, n, oa, ob, ia, ib);
     *pt = n->pad_t - (oa * n->sh - *ia);
     *pb = (ob - oa - 1) * n->sh + n->dh * (n->kh - 1) + 1 - (*ib - *ia) - *pt;
+    /* A strided window skips the last rows of its input when they do not
+     * start a window (ResNet's 1x1 stride-2 shortcuts read rows 0, 2, .. 12
+     * of 14). oneDNN sizes outputs with floor division, so such rows can stay:
+     * no crop (a copy), and the 1x1 kernels, which refuse a height that is not
+     * a multiple of the stride, stay eligible. */
+    int extra = e->row_end[n->in] - *ib;
+    if (*pb == 0 && extra > 0 && extra < n->sh) *ib += extra;
 }
 
 /* A 3x3 stride-1 convolution by Winograd (wino.h) where its cost model says
