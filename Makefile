@@ -57,8 +57,11 @@ endef
 
 deps:
 	$(call apt_install,$(DEB_PKGS))
+# A machine may already have Node.js from elsewhere (NodeSource's nodejs
+# conflicts with Debian's npm): only a missing npm means installing Debian's.
 deps-bench: deps
-	$(call apt_install,$(BENCH_PKGS))
+	@command -v npm >/dev/null 2>&1 || { apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(BENCH_PKGS); }
 
 # Generated sources are kept (make would delete them as intermediates).
 .SECONDARY: $(GEN_SRC)

@@ -31,7 +31,8 @@ else
 fi
 "$BIN" convert "$model" -o "$W/resnet50.sfm"
 if [ -d "$PHOTOS" ]; then
-    imgs=$(ls "$PHOTOS"/*.png | head -3)
+    all=("$PHOTOS"/*.png) # a glob, not ls | head: SIGPIPE under pipefail
+    imgs=${all[*]:0:3}
 else
     "$PY" -c "from PIL import Image; Image.new('RGB',(320,240),(200,120,40)).save('$W/orange.png')"
     imgs=$W/orange.png

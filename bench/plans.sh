@@ -21,7 +21,8 @@ W=build/bench-plans
 mkdir -p "$W"
 "$PY" tests/ref/export_resnet.py --arch resnet50 --seed 0 --out build/ref/resnet50.onnx --cached
 "$BIN" convert build/ref/resnet50.onnx -o "$W/resnet50.sfm"
-PHOTO=${PHOTO:-$(ls ../shared/testdata/imagenet-sample/*.png | head -1)}
+photos=(../shared/testdata/imagenet-sample/*.png) # a glob: `ls | head` dies of SIGPIPE under pipefail
+PHOTO=${PHOTO:-${photos[0]}}
 declare -A URL PID
 for p in $PLANS; do
     f=plans/${p%%:*}.json
