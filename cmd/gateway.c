@@ -300,6 +300,7 @@ int si_cmd_gateway(int argc, char **argv) {
                         "[--threads N] [--host ADDR]");
     }
     serve_block_signals();
+    serve_tune_malloc();
     gw_srv_t s;
     memset(&s, 0, sizeof s);
     pthread_key_create(&s.client_key, client_free);

@@ -18,6 +18,11 @@ int serve_port(int flag_port);
  * thread it starts later), so they can be taken with serve_wait. Call first. */
 void serve_block_signals(void);
 
+/* Keeps freed tensor-sized blocks in the process for the next request
+ * instead of returning them to the kernel (see serve.c). Call before the
+ * server starts threads. */
+void serve_tune_malloc(void);
+
 /* Waits for SIGTERM or SIGINT; returns the signal. */
 int serve_wait(void);
 

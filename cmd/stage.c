@@ -89,6 +89,7 @@ int si_cmd_stage(int argc, char **argv) {
     }
     double t0 = cli_now_ms();
     serve_block_signals();
+    serve_tune_malloc();
     stage_srv_t s = {0};
     si_err_t err = {{0}};
     si_http_server_t *srv = NULL;
