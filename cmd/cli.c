@@ -115,6 +115,19 @@ static int parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
     return 0;
 }
 
+int cli_band(const cli_opts_t *o, const si_graph_t *g, const si_segment_t *seg, si_band_t *band) {
+    memset(band, 0, sizeof *band);
+    if (!o->band_n) return 0;
+    const si_value_t *y = &g->values[seg->out];
+    int h = y->ndim == 4 ? y->dims[2] : 1, a, b;
+    if (o->band_n > h)
+        return cli_fail("--band %d/%d: the output has only %d rows", o->band_k, o->band_n, h);
+    si_rows_split(h, o->band_n, o->band_k, &a, &b);
+    si_err_t err = {{0}};
+    if (si_graph_band(g, seg, a, b, band, &err) < 0) return cli_fail("%s", err.msg);
+    return 0;
+}
+
 int cli_setup_timed(const cli_opts_t *o, int batch, si_graph_t **g, si_segment_t *seg,
                     si_engine_t **e, double *load_ms, double *compile_ms) {
     si_err_t err = {{0}};
@@ -129,7 +142,10 @@ int cli_setup_timed(const cli_opts_t *o, int batch, si_graph_t **g, si_segment_t
     double t1 = cli_now_ms();
     if (load_ms) *load_ms = t1 - t0;
     if (!e) return 0;
-    *e = si_engine_create(*g, seg, batch, &err);
+    si_band_t band;
+    if (cli_band(o, *g, seg, &band)) return 1;
+    *e = si_engine_create_band(*g, seg, o->band_n ? &band : NULL, batch, &err);
+    si_band_free(&band);
     if (!*e) return cli_fail("%s", err.msg);
     if (compile_ms) *compile_ms = cli_now_ms() - t1;
     return 0;

@@ -51,8 +51,14 @@ int cli_parse(int argc, char **argv, const char *allowed, cli_opts_t *o);
 /* Prints "splitinfer: <msg>" to stderr and returns 1 (the exit code). */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* The rows of output band o->band_k of o->band_n (--band k/K) of seg and the
+ * input rows they need; *band zeroed when no band was asked for. On failure
+ * prints and returns 1. Free with si_band_free. */
+int cli_band(const cli_opts_t *o, const si_graph_t *g, const si_segment_t *seg, si_band_t *band);
+
 /* Loads opts->model, resolves opts->segment, sets threads and compiles an
- * engine for batch (skipped when e is NULL). On failure prints and returns 1.
+ * engine for batch (skipped when e is NULL), for the output band of --band
+ * k/K when given. On failure prints and returns 1.
  * Load and compile times (ms) go to *load_ms / *compile_ms when not NULL. */
 int cli_setup_timed(const cli_opts_t *o, int batch, si_graph_t **g, si_segment_t *seg,
                     si_engine_t **e, double *load_ms, double *compile_ms);

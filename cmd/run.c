@@ -127,13 +127,8 @@ int si_cmd_infer(int argc, char **argv) {
     float *out = NULL, *bin = NULL;
     int rc = cli_setup(&o, 1, &g, &seg, NULL);
     const si_value_t *x = rc ? NULL : &g->values[seg.in];
-    if (!rc && o.band_n) { /* output band k of K; the input file holds the whole input */
-        const si_value_t *y = &g->values[seg.out];
-        int h = y->ndim == 4 ? y->dims[2] : 1, a, b;
-        if (o.band_n > h) rc = cli_fail("--band %d/%d: the output has only %d rows", o.band_k, o.band_n, h);
-        else si_rows_split(h, o.band_n, o.band_k, &a, &b);
-        if (!rc && si_graph_band(g, &seg, a, b, &band, &err) < 0) rc = cli_fail("%s", err.msg);
-    }
+    /* Output band k of K; the input file holds the whole input. */
+    if (!rc) rc = cli_band(&o, g, &seg, &band);
     if (!rc && !(e = si_engine_create_band(g, &seg, o.band_n ? &band : NULL, 1, &err)))
         rc = cli_fail("%s", err.msg);
     if (!rc) rc = cli_read_file(o.input, &in, &len);
@@ -175,7 +170,7 @@ int si_cmd_bench(int argc, char **argv) {
     for (int i = 0; i < argc; i++) /* the plans benchmark (Table 1): cmd/benchplans.c */
         if (!strcmp(argv[i], "--plans")) return si_cmd_bench_plans(argc, argv);
     cli_opts_t o;
-    if (cli_parse(argc, argv, "mstnbw", &o)) return 1;
+    if (cli_parse(argc, argv, "mstnbwB", &o)) return 1;
     si_graph_t *g;
     si_segment_t seg;
     si_engine_t *e;
