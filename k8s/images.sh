@@ -16,7 +16,7 @@
 #   TAG      default latest.
 #   HEY      1 (default) also builds localhost/splitinfer-hey (the load-test
 #            image of k8s/loadtest); 0 skips it.
-#   STAGE_TARGET_MB size target of an image without its weights, MiB (60):
+#   STAGE_TARGET_MB size target of a stage image without its weights, MiB (60):
 #            missing it is reported (SIZE TARGET MISSED), and fails the script
 #            with SIZE_STRICT=1.
 #   STAGE_MAX_MB    hard limit, MiB (64): over it the script fails (a fat base,
@@ -241,14 +241,14 @@ while read -r role seg img; do
   if [ "$rest" -gt $((STAGE_MAX_MB * 1048576)) ]; then
     echo "images.sh: $img is $(mb "$rest") MiB besides its weights (limit $STAGE_MAX_MB MiB)" >&2
     fail=1
-  elif [ "$rest" -gt $((STAGE_TARGET_MB * 1048576)) ]; then
-    missed=1
+  elif [ "$role" = stage ] && [ "$rest" -gt $((STAGE_TARGET_MB * 1048576)) ]; then
+    missed=1 # the target is a stage's; the gateway also carries libcurl
   fi
   case "$user" in 0|0:*|root|root:*|"") echo "images.sh: $img runs as root" >&2; fail=1 ;; esac
 done < "$LIST"
 if [ "$missed" = 1 ]; then
-  echo "images.sh: SIZE TARGET MISSED: an image is over $STAGE_TARGET_MB MiB besides its weights" \
-       "(libdnnl alone is 38 MiB, libcurl and the TLS/Kerberos/LDAP/IDN libraries it links 11 MiB)" >&2
+  echo "images.sh: SIZE TARGET MISSED: a stage image is over $STAGE_TARGET_MB MiB besides its weights" \
+       "(libdnnl alone is 38 MiB)" >&2
   [ "$SIZE_STRICT" = 1 ] && fail=1
 fi
 [ "$fail" = 0 ] || exit 1
