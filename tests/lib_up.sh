@@ -30,5 +30,6 @@ up_stop() {
     done
     return 0
 }
-up_cleanup() { for p in "${UP_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done; wait 2>/dev/null; }
+# `|| true`: an up already stopped is fine, and a caller may run under set -e.
+up_cleanup() { for p in "${UP_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap up_cleanup EXIT
