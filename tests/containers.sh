@@ -456,7 +456,7 @@ import json, sys
 d = json.load(sys.stdin)
 if d.get("status") != "success": print("ERROR " + d.get("error", "?")); sys.exit()
 r = d["data"]["result"]
-print("%d series: %s" % (len(r), ", ".join("%s=%s" % (",".join(v for k, v in sorted(s["metric"].items())) or "{}", s["value"][1][:8]) for s in r[:4])))')
+print("%d series: %s" % (len(r), ", ".join("%s=%s" % (",".join(v for k, v in sorted(s["metric"].items())) or "{}", "%.4g" % float(s["value"][1])) for s in r[:4])))')
   if [ "${res%% *}" != 0 ] && [ "${res%% *}" != ERROR ]; then
     n_data=$((n_data + 1))
     ok "dashboard \"$title\": $res"
