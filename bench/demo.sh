@@ -31,8 +31,7 @@ else
 fi
 "$BIN" convert "$model" -o "$W/resnet50.sfm"
 if [ -d "$PHOTOS" ]; then
-    all=("$PHOTOS"/*.png) # a glob, not ls | head: SIGPIPE under pipefail
-    imgs=${all[*]:0:3}
+    imgs=$(sample_photos "$PHOTOS" 3)
 else
     "$PY" -c "from PIL import Image; Image.new('RGB',(320,240),(200,120,40)).save('$W/orange.png')"
     imgs=$W/orange.png

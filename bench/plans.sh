@@ -21,8 +21,7 @@ W=build/bench-plans
 mkdir -p "$W"
 "$PY" tests/ref/export_resnet.py --arch resnet50 --seed 0 --out build/ref/resnet50.onnx --cached
 "$BIN" convert build/ref/resnet50.onnx -o "$W/resnet50.sfm"
-photos=(../shared/testdata/imagenet-sample/*.png) # a glob: `ls | head` dies of SIGPIPE under pipefail
-PHOTO=${PHOTO:-${photos[0]}}
+PHOTO=${PHOTO:-$(sample_photos ../shared/testdata/imagenet-sample 1)}
 declare -A URL PID
 for p in $PLANS; do
     f=plans/${p%%:*}.json

@@ -1,6 +1,7 @@
 # Sourced by the end-to-end tests: start and stop `splitinfer up`.
 #   up_start PLAN MODEL [LOG]   starts it, waits for "gateway: URL", sets GW and UP_PID
 #   up_stop [PID]               SIGTERM, waits; fails if up did not exit 0 (default: the last)
+#   sample_photos DIR N         prints the first N PNGs of DIR (none when DIR has none)
 # Every up started here is stopped by the EXIT trap, whatever happens.
 BIN=${SPLITINFER:-build/splitinfer}
 UP_PIDS=()
@@ -31,5 +32,11 @@ up_stop() {
     return 0
 }
 # `|| true`: an up already stopped is fine, and a caller may run under set -e.
+# A glob, not `ls | head`: under pipefail ls can die of SIGPIPE when head exits.
+sample_photos() {
+    local all=("$1"/*.png)
+    [ -e "${all[0]}" ] && printf '%s\n' "${all[@]:0:$2}"
+    return 0
+}
 up_cleanup() { for p in "${UP_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap up_cleanup EXIT

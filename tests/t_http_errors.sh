@@ -9,8 +9,7 @@ cd "$(dirname "$0")/.."
 . tests/lib_up.sh
 PY=/usr/bin/python3
 MB=../shared/models/mobilenet_v2_imagenet.onnx
-photos=(../shared/testdata/imagenet-sample/*.png) # a glob: `ls | head` may die of SIGPIPE
-[ -e "${photos[0]}" ] && PHOTO=${photos[0]} || PHOTO=
+PHOTO=$(sample_photos ../shared/testdata/imagenet-sample 1)
 [ -f "$MB" ] && [ -n "$PHOTO" ] || { echo "skip: ../shared model or photos missing"; exit 77; }
 command -v hey >/dev/null || { echo "skip: hey is not installed (make deps)"; exit 77; }
 W=build/test-http

@@ -21,8 +21,7 @@ mkdir -p "$W"
 R50=$W/resnet50.sfm
 "$BIN" convert build/ref/resnet50.onnx -o "$R50" || exit 1
 failed=0
-all=("$PHOTOS"/*.png) # a glob: `ls | head` may die of SIGPIPE
-photos=${all[*]:0:3}
+photos=$(sample_photos "$PHOTOS" 3)
 for p in $photos; do
     b=$(basename "$p" .png)
     "$BIN" preprocess "$p" -o "$W/$b.in" && "$BIN" infer -m "$R50" --input "$W/$b.in" --output "$W/$b.ref" || exit 1

@@ -547,16 +547,18 @@ static void test_connection_reuse(void **state) {
  * loopback, so a test can see how often the client really resolved a name. */
 #define TEST_HOST "si-test-host.invalid"
 static atomic_int test_host_lookups;
+typedef int (*gai_fn)(const char *, const char *, const struct addrinfo *, struct addrinfo **);
+static gai_fn real_gai;
+static pthread_once_t real_gai_once = PTHREAD_ONCE_INIT;
+static void find_real_gai(void) { real_gai = (gai_fn)dlsym(RTLD_NEXT, "getaddrinfo"); }
 int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
                 struct addrinfo **res) {
-    typedef int (*gai_fn)(const char *, const char *, const struct addrinfo *, struct addrinfo **);
-    static gai_fn real;
-    if (!real) real = (gai_fn)dlsym(RTLD_NEXT, "getaddrinfo");
+    pthread_once(&real_gai_once, find_real_gai); /* called from curl's resolver threads */
     if (node && !strcmp(node, TEST_HOST)) {
         atomic_fetch_add(&test_host_lookups, 1);
         node = "127.0.0.1";
     }
-    return real(node, service, hints, res);
+    return real_gai(node, service, hints, res);
 }
 
 /* Two clients (two gateway workers) calling the same host: one lookup. */
