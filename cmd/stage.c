@@ -121,8 +121,13 @@ int si_cmd_stage(int argc, char **argv) {
         cli_fail("%s", err.msg);
         goto out;
     }
+    /* A request is the segment's input tensor (or a band of it) plus a few
+     * hundred bytes of HTTP and protobuf headers. */
+    const si_graph_t *sg = si_stage_graph(s.stage);
+    size_t in_bytes = si_value_numel(&sg->values[si_stage_segment(s.stage)->in]) * sizeof(float);
     si_http_config_t cfg = {.host = o.host ? o.host : "0.0.0.0", .port = serve_port(o.port),
-                            .n_threads = 2, .on_access = serve_on_access, .access_ud = &s.m};
+                            .n_threads = 2, .input_buffer_bytes = in_bytes + 16384,
+                            .on_access = serve_on_access, .access_ud = &s.m};
     if (!(srv = si_http_server_new(&cfg, &err)) ||
         si_http_route(srv, "POST", "/v1/stage", on_stage, &s, &err) < 0 ||
         si_http_route(srv, "GET", "/healthz", on_healthz, &s, &err) < 0 ||

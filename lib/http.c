@@ -584,6 +584,17 @@ static void *worker_main(void *arg) {
      * distroless or read-only container may lack (then h2o drops the
      * connection). Keep them in memory: max_body_bytes bounds them. */
     h2o_socket_buffer_prototype.mmap_settings = NULL; /* __thread: this worker only */
+    /* h2o keeps a request's body in the connection's input buffer, which
+     * starts at 8 KiB and doubles (realloc and copy) as bytes arrive, and is
+     * freed once the request is consumed: a multi-MiB tensor was copied about
+     * once more per request. Starting at the expected size makes it one
+     * buffer, which the prototype's pool recycles. The pool is empty here
+     * (no socket yet on this thread), so changing the chunk size is safe; at
+     * most 4 pooled chunks per worker bound the memory kept. */
+    if (srv->cfg.input_buffer_bytes > h2o_socket_buffer_prototype._initial_buf.capacity) {
+        h2o_socket_buffer_prototype._initial_buf.capacity = srv->cfg.input_buffer_bytes;
+        h2o_socket_buffer_prototype.allocator.max = 4;
+    }
     w->loop = h2o_evloop_create();
     h2o_context_init(&w->ctx, w->loop, &srv->config);
     w->accept_ctx.ctx = &w->ctx;
@@ -715,6 +726,7 @@ si_http_server_t *si_http_server_new(const si_http_config_t *cfg, si_err_t *err)
     if (!c.host) c.host = "127.0.0.1";
     if (c.n_threads <= 0) c.n_threads = 1;
     if (c.max_body_bytes == 0) c.max_body_bytes = SI_HTTP_DEFAULT_MAX_BODY;
+    if (c.input_buffer_bytes > c.max_body_bytes + 65536) c.input_buffer_bytes = c.max_body_bytes + 65536;
     if (c.request_timeout_ms <= 0) c.request_timeout_ms = SI_HTTP_DEFAULT_REQUEST_TIMEOUT_MS;
     if (c.drain_timeout_ms <= 0) c.drain_timeout_ms = SI_HTTP_DEFAULT_DRAIN_TIMEOUT_MS;
     if (c.n_threads > SI_HTTP_MAX_THREADS)

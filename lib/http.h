@@ -103,6 +103,10 @@ typedef struct si_http_config {
                                response, else it is closed; so also the keep-alive idle
                                limit. Does not bound handlers. */
     int drain_timeout_ms;   /* si_http_server_stop waits this long for in-flight requests */
+    size_t input_buffer_bytes; /* 0, or the request size this server expects (headers and
+                                  body): each connection's input buffer starts this large, so
+                                  a tensor body lands in one allocation instead of growing by
+                                  doubling (a copy of the whole body per request) */
     si_http_access_fn on_access; /* optional access hook */
     void *access_ud;             /* passed to on_access */
 } si_http_config_t;

@@ -144,6 +144,9 @@ static si_http_server_t *start_server(int threads, int drain_ms, si_http_access_
     cfg.max_body_bytes = LIMIT;
     cfg.request_timeout_ms = 5000;
     cfg.drain_timeout_ms = drain_ms;
+    /* Bodies of the echo test fall below (1 B, 200 kB) and above (1 MB) the
+     * preset input buffer, and a keep-alive connection reuses it. */
+    cfg.input_buffer_bytes = 256 << 10;
     cfg.on_access = hook;
     si_http_server_t *s = si_http_server_new(&cfg, &err);
     if (!s) fprintf(stderr, "server: %s\n", err.msg);
@@ -279,6 +282,12 @@ static void test_echo_exact_bytes(void **state) {
     assert_string_equal(r.content_type, "application/octet-stream");
     si_httpc_resp_free(&r);
 
+    /* Within the preset input buffer, on the same connection. */
+    assert_int_equal(si_httpc_post(cli, url("/echo"), NULL, big + 3, 200000, 5000, &r, &err), 200);
+    assert_int_equal(r.len, 200000);
+    assert_memory_equal(r.body, big + 3, 200000);
+    si_httpc_resp_free(&r);
+
     /* The same bytes as three pieces (iov), sent without being joined. */
     struct iovec iov[3] = {{big, 7}, {big + 7, n / 2}, {big + 7 + n / 2, n - 7 - n / 2}};
     si_httpc_call_t k = {NULL, url("/echo"), NULL, NULL, 0, 5000, NULL, iov, 3};
@@ -289,8 +298,8 @@ static void test_echo_exact_bytes(void **state) {
     si_httpc_resp_free(&r);
     free(big);
 
-    wait_for(&n_echo_ok, before + 4);
-    assert_int_equal(atomic_load(&n_echo_ok), before + 4);
+    wait_for(&n_echo_ok, before + 5);
+    assert_int_equal(atomic_load(&n_echo_ok), before + 5);
     assert_true(atomic_load(&echo_bytes_in) >= (long long)(n + 1));
 }
 
