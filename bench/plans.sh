@@ -5,7 +5,10 @@
 # sees the same noise. Prints warm medians, the ratios against baseline with
 # the targets, and the pipeline's network time per image (summed over hops:
 # round trip minus the stage's own time, as each stage reports it).
-#   N=40 requests per plan after WARM=5;
+#   N=40 requests per plan after WARM=20 (each curl is a new connection,
+#   which the gateway hands to its 16 worker threads in turn; a thread's first
+#   request faults its malloc arena's working set in, ~1500 pages for the
+#   pipeline, so the warm-up must reach every thread);
 #   PLANS="baseline pipeline parallel blocks pipeline:fp16 parallel:fp16"
 #   (plan:DTYPE sends the activations as fp16 or bf16 on the wire: half the
 #   bytes; loopback TCP on this VM moves ~1 ms per MB, and the pipeline moves
@@ -15,7 +18,7 @@ cd "$(dirname "$0")/.."
 . tests/lib_up.sh
 PY=/usr/bin/python3
 N=${N:-40}
-WARM=${WARM:-5}
+WARM=${WARM:-20}
 PLANS=${PLANS:-baseline pipeline parallel blocks pipeline:fp16 parallel:fp16}
 W=build/bench-plans
 mkdir -p "$W"
