@@ -98,10 +98,21 @@ static void slice_rows(const float *x, int c, int h, int w, int a, int b, float 
     for (int p = 0; p < c; p++) memcpy(dst + (size_t)p * n, x + ((size_t)p * (size_t)h + (size_t)a) * row, n * sizeof *dst);
 }
 
-/* The inverse: band rows of every plane into rows [a, b) of y (h rows). */
-static void place_rows(const float *band, int c, int h, int w, int a, int b, float *y) {
+/* The same rows as pieces of a message body, without copying them:
+ * iov[1 + p] is plane p's rows [a, b) where they lie in x. */
+static void gather_rows(const float *x, int c, int h, int w, int a, int b, struct iovec *iov) {
     size_t row = (size_t)w, n = (size_t)(b - a) * row;
-    for (int p = 0; p < c; p++) memcpy(y + ((size_t)p * (size_t)h + (size_t)a) * row, band + (size_t)p * n, n * sizeof *y);
+    for (int p = 0; p < c; p++)
+        iov[1 + p] = (struct iovec){(void *)(x + ((size_t)p * (size_t)h + (size_t)a) * row), n * sizeof *x};
+}
+
+/* The inverse of slice_rows: band rows of every plane (float32 at any
+ * alignment, as they lie in a reply) into rows [a, b) of y (h rows). */
+static void place_rows(const void *band, int c, int h, int w, int a, int b, float *y) {
+    size_t row = (size_t)w, n = (size_t)(b - a) * row;
+    for (int p = 0; p < c; p++)
+        memcpy(y + ((size_t)p * (size_t)h + (size_t)a) * row, (const char *)band + (size_t)p * n * sizeof *y,
+               n * sizeof *y);
 }
 
 static si_gateway_status_t from_httpc(const si_httpc_resp_t *r) {
@@ -117,7 +128,8 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
     const si_value_t *xv = &gw->g->values[st->seg.in], *yv = &gw->g->values[st->seg.out];
     int K = st->bands;
     si_gateway_status_t rc = SI_GW_FAILED;
-    float *slices[SI_PLAN_MAX_BANDS] = {0};
+    float *slices[SI_PLAN_MAX_BANDS] = {0};       /* a band's input rows, copied (fp16, bf16) */
+    struct iovec *gathers[SI_PLAN_MAX_BANDS] = {0}; /* or gathered where they lie (fp32) */
     si_wire_packed_t packed[SI_PLAN_MAX_BANDS];
     memset(packed, 0, sizeof packed);
     si_httpc_call_t calls[SI_PLAN_MAX_BANDS];
@@ -139,7 +151,16 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
             int h = r->in_end - r->in_begin;
             rq.input.dims[2] = h;
             rq.input_row0 = r->in_begin;
-            if (h != xv->dims[2]) { /* a band: its rows, contiguous per channel */
+            /* A band: its rows, contiguous per channel. fp32 is sent from x
+             * as it lies (the encoder writes only the header; see below);
+             * other dtypes are converted from a contiguous copy. */
+            if (h != xv->dims[2] && gw->dtype == SI_WIRE_FP32) {
+                gathers[k] = malloc(((size_t)xv->dims[1] + 1) * sizeof *gathers[k]);
+                if (!gathers[k]) {
+                    si_err_set(err, "out of memory");
+                    goto out;
+                }
+            } else if (h != xv->dims[2]) {
                 slices[k] = malloc((size_t)xv->dims[1] * (size_t)h * (size_t)xv->dims[3] * sizeof(float));
                 if (!slices[k]) {
                     si_err_set(err, "out of memory");
@@ -152,11 +173,21 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
         }
         /* fp32 goes out as [header][the floats where they lie]: no copy. */
         if (si_wire_encode_request_iov(&rq, &packed[k], err) < 0) goto out;
+        const struct iovec *iov = packed[k].iov;
+        int iovcnt = packed[k].iovcnt;
+        if (gathers[k]) {
+            /* iov[1] would be the band's bytes read straight from x, which
+             * is only right for the whole tensor; the header (which counts
+             * the band's bytes) stays, the planes' rows replace iov[1]. */
+            gathers[k][0] = packed[k].iov[0];
+            gather_rows(x, xv->dims[1], xv->dims[2], xv->dims[3], r->in_begin, r->in_end, gathers[k]);
+            iov = gathers[k], iovcnt = xv->dims[1] + 1;
+        }
         /* No "Expect: 100-continue": a stage takes any body under its limit,
          * and waiting for the 100 costs a round trip per megabyte-sized hop. */
         static const char *const hdrs[] = {"Expect:", NULL};
         calls[k] = (si_httpc_call_t){.url = st->urls[k], .content_type = "application/x-protobuf",
-                                     .iov = packed[k].iov, .iovcnt = packed[k].iovcnt,
+                                     .iov = iov, .iovcnt = iovcnt,
                                      .timeout_ms = gw->plan.timeout_ms, .headers = hdrs};
         tr->bytes_sent += packed[k].len;
     }
@@ -183,11 +214,12 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
                            (int)(resps[k].len > 300 ? 300 : resps[k].len), (const char *)resps[k].body);
             goto out;
         }
-        /* A whole-tensor reply that needs converting (fp16, bf16, or floats
-         * that are not 4-byte aligned in the body) is converted straight into
-         * y: one pass over the bytes instead of a convert and then a copy. */
+        /* One pass over the reply's elements into y: fp32 is copied from
+         * where it lies in the body, aligned or not (raw_fp32); a whole-tensor
+         * fp16 or bf16 reply is converted straight into y. */
         si_wire_decode_opts_t opts = {.scratch = K == 1 ? y : NULL,
-                                      .scratch_cap = K == 1 ? si_value_numel(yv) : 0};
+                                      .scratch_cap = K == 1 ? si_value_numel(yv) : 0,
+                                      .raw_fp32 = 1};
         si_wire_reply_t rp;
         if (si_wire_decode_reply_view(resps[k].body, resps[k].len, &rp, &opts, err) < 0) {
             si_err_prefix(err, "step %d band %d: bad reply from %s", i, k, st->urls[k]);
@@ -205,12 +237,13 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
             rc = SI_GW_UPSTREAM_ERROR;
             goto out;
         }
-        if (rp.output.data == y) {
-            /* converted in place above */
+        const void *src = rp.output.data ? (const void *)rp.output.data : rp.output.bytes;
+        if (src == y) {
+            /* converted into y by the decode */
         } else if (yv->ndim == 4) {
-            place_rows(rp.output.data, yv->dims[1], yv->dims[2], yv->dims[3], r->out_begin, r->out_end, y);
+            place_rows(src, yv->dims[1], yv->dims[2], yv->dims[3], r->out_begin, r->out_end, y);
         } else {
-            memcpy(y, rp.output.data, si_value_numel(yv) * sizeof *y);
+            memcpy(y, src, si_value_numel(yv) * sizeof *y);
         }
         double own = (double)(rp.timings.decode_us + rp.timings.queue_us + rp.timings.compute_us +
                               rp.timings.encode_us) * 1e-6;
@@ -226,6 +259,7 @@ out:
     tr->seconds = now_s() - t0;
     for (int k = 0; k < K; k++) {
         free(slices[k]);
+        free(gathers[k]);
         si_wire_packed_free(&packed[k]);
         si_httpc_resp_free(&resps[k]);
     }

@@ -511,10 +511,12 @@ static int tensor_from_parts(size_t ndims, const int64_t *dims, int dtype, const
     v->ndim = (int)ndims;
     memcpy(v->dims, dims, ndims * sizeof *dims);
     v->dtype = dt;
+    v->bytes = bytes;
     if (dt == SI_WIRE_FP32 && (uintptr_t)bytes % _Alignof(float) == 0) {
         v->data = (const float *)(const void *)bytes; /* zero copy */
         return 0;
     }
+    if (dt == SI_WIRE_FP32 && opts && opts->raw_fp32) return 0; /* data NULL: see bytes */
     /* A deliberate copy: the engine needs aligned float32. */
     float *dst = NULL;
     if (opts && opts->scratch && opts->scratch_cap >= (size_t)numel) {

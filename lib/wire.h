@@ -65,7 +65,10 @@ typedef struct si_wire_tensor {
     int64_t dims[4];       /* dims[0..ndim-1], each > 0; the rest unused */
     const float *data;     /* product(dims) floats. Encode: the caller's, read only and
                               only during the call (or until the iov is sent). Decode:
-                              owned by the decoded message, see si_wire_request_t. */
+                              owned by the decoded message, see si_wire_request_t;
+                              NULL only as si_wire_decode_opts_t.raw_fp32 says. */
+    const void *bytes;     /* decode only: the elements as they lie in the message, in
+                              dtype's encoding and at any alignment (unused by encode) */
     si_wire_dtype_t dtype; /* encode: how to send the elements; decode: how they came */
 } si_wire_tensor_t;
 
@@ -116,6 +119,11 @@ typedef struct si_wire_decode_opts {
     /* Allocator of the unpacked message (e.g. a request arena); NULL: protobuf-c's
      * default (malloc). */
     struct ProtobufCAllocator *alloc;
+    /* Nonzero: float32 elements that are not 4-byte aligned in the message stay
+     * where they lie - data is NULL and the caller memcpy's from bytes - instead
+     * of being copied into aligned memory. For a caller that copies them
+     * somewhere anyway (the gateway stitching bands), which saves a pass. */
+    int raw_fp32;
 } si_wire_decode_opts_t;
 
 /* A packed message as (base, len) pieces whose concatenation is the message. */

@@ -632,6 +632,49 @@ static void test_view_zero_copy(void **state) {
     free(slab), free(buf);
 }
 
+/* raw_fp32: a reply's fp32 elements are never copied. At each of the four
+ * alignments bytes points into the buffer and holds the elements; data is
+ * the same pointer when aligned and NULL when not. */
+static void test_view_raw_fp32(void **state) {
+    (void)state;
+    fill_small(1);
+    si_wire_reply_t rep = {.request_id = "r", .out_row0 = 1};
+    rep.output = (si_wire_tensor_t){.ndim = 4, .dims = {1, 2, 3, 4}, .data = small, .dtype = SI_WIRE_FP32};
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(si_wire_encode_reply(&rep, &buf, &len, NULL), 0);
+    uint8_t *slab = aligned_alloc(64, (len + 64 + 63) & ~(size_t)63);
+    si_wire_decode_opts_t opts = {.raw_fp32 = 1};
+    int aligned = 0, unaligned = 0;
+    for (size_t shift = 0; shift < 4; shift++) {
+        memcpy(slab + shift, buf, len);
+        si_wire_reply_t d;
+        assert_int_equal(si_wire_decode_reply_view(slab + shift, len, &d, &opts, NULL), 0);
+        const uint8_t *b = d.output.bytes;
+        assert_true(b >= slab + shift && b + sizeof small <= slab + shift + len);
+        assert_memory_equal(b, small, sizeof small);
+        if ((uintptr_t)b % 4 == 0) {
+            assert_ptr_equal(d.output.data, b);
+            aligned++;
+        } else {
+            assert_null(d.output.data);
+            unaligned++;
+        }
+        assert_null(d.owned.floats); /* nothing was copied */
+        si_wire_reply_free(&d);
+    }
+    assert_int_equal(aligned, 1);
+    assert_int_equal(unaligned, 3);
+    /* Without the option the same unaligned bytes are copied into aligned memory. */
+    memcpy(slab + 1, buf, len);
+    si_wire_reply_t d;
+    assert_int_equal(si_wire_decode_reply_view(slab + 1, len, &d, NULL, NULL), 0);
+    if ((uintptr_t)d.output.bytes % 4 != 0) assert_ptr_equal(d.output.data, d.owned.floats);
+    assert_memory_equal(d.output.data, small, sizeof small);
+    si_wire_reply_free(&d);
+    free(slab), free(buf);
+}
+
 static void test_truncations(void **state) {
     (void)state;
     fill_small(1);
@@ -888,6 +931,7 @@ int main(void) {
         cmocka_unit_test(test_zero_copy_decode),
         cmocka_unit_test(test_zero_copy_encode_iov),
         cmocka_unit_test(test_unaligned_fp32),
+        cmocka_unit_test(test_view_raw_fp32),
         cmocka_unit_test(test_view_zero_copy),
         cmocka_unit_test(test_truncations),
         cmocka_unit_test(test_random_bytes),
