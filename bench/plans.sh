@@ -4,7 +4,9 @@
 # baseline, pipeline, parallel, blocks, baseline, ...) so that every plan
 # sees the same noise. Prints warm medians, the ratios against baseline with
 # the targets, and the pipeline's network time per image (summed over hops:
-# round trip minus the stage's own time, as each stage reports it).
+# round trip minus the stage's own time, as each stage reports it). Then the
+# compute floor: the same segments and bands alone, without HTTP, with cold
+# caches (bench --evict-mb), summed as the plans run them.
 #   N=40 requests per plan after WARM=20 (each curl is a new connection,
 #   which the gateway hands to its 16 worker threads in turn; a thread's first
 #   request faults its malloc arena's working set in, ~1500 pages for the
@@ -12,7 +14,8 @@
 #   PLANS="baseline pipeline parallel blocks pipeline:fp16 parallel:fp16"
 #   (plan:DTYPE sends the activations as fp16 or bf16 on the wire: half the
 #   bytes; loopback TCP on this VM moves ~1 ms per MB, and the pipeline moves
-#   13 MB per image in fp32)
+#   13 MB per image in fp32); EVICT=64 MiB written between floor runs
+#   (4x this VM's 16 MiB L3), FLOOR_N=15 runs each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/lib_up.sh
@@ -49,7 +52,29 @@ print('$p', round(d['ms'],3), round(d['network_ms'],3), round(c,3), sep='\t')" >
 done
 echo >&2
 for p in $PLANS; do up_stop "${PID[$p]}"; done
-"$PY" - "$W/samples.tsv" <<'PYEOF'
+
+# The compute floor, without HTTP: each segment of the pipeline and each band
+# of the parallel plan alone, one thread, caches evicted before every run (a
+# function of a plan runs after the others had the caches; the baseline's
+# one function also starts cold). Bands run one at a time: an optimistic floor.
+EVICT=${EVICT:-64}
+floor_ms() { "$BIN" bench -m "$W/resnet50.sfm" -t 1 -n "${FLOOR_N:-15}" --evict-mb "$EVICT" "$@" |
+    sed -n 's/.* median_ms=\([0-9.]*\).*/\1/p'; }
+{
+    echo "whole all $(floor_ms)"
+    for seg in $("$PY" -c "import json; print(' '.join(s['segment'] for s in json.load(open('plans/pipeline.json'))['steps']))"); do
+        echo "pipeline $seg $(floor_ms --segment "$seg")"
+    done
+    while read -r seg k; do
+        for ((b = 0; b < k; b++)); do
+            if [ "$k" -gt 1 ]; then echo "parallel $seg $(floor_ms --segment "$seg" --band "$b/$k")"
+            else echo "parallel $seg $(floor_ms --segment "$seg")"; fi
+        done
+    done < <("$PY" -c "import json
+for s in json.load(open('plans/parallel.json'))['steps']: print(s['segment'], s.get('bands', 1))")
+} >"$W/floor.tsv"
+printf 'floor: measured\n' >&2
+"$PY" - "$W/samples.tsv" "$W/floor.tsv" <<'PYEOF'
 import sys, statistics as st
 rows = [l.split("\t") for l in open(sys.argv[1])]
 by = {}
@@ -71,4 +96,15 @@ for p, (t, paper) in tg.items():
 for p in ("pipeline", "pipeline:fp16"):
     if p in by:
         print(f"{p} network time per image, summed over hops: {st.median(x[1] for x in by[p]):.2f} ms (paper: 179 ms)")
+# Floor: the segments' compute alone (cold caches, one thread, no HTTP).
+whole, pipe, par = 0.0, 0.0, {}
+for line in open(sys.argv[2]):
+    kind, seg, ms = line.split()
+    if kind == "whole": whole = float(ms)
+    elif kind == "pipeline": pipe += float(ms)
+    else: par[seg] = max(par.get(seg, 0.0), float(ms))  # a step waits for its slowest band
+print()
+print(f"compute floor, cold caches, one thread, no HTTP (bench --segment --evict-mb): whole model {whole:.1f} ms;")
+print(f"  pipeline segments summed {pipe:.1f} ms = {pipe / whole:.3f} of whole;"
+      f" parallel slowest band per step summed {sum(par.values()):.1f} ms = {sum(par.values()) / whole:.3f} of whole")
 PYEOF

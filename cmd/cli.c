@@ -52,7 +52,7 @@ static int parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
         {'m', "-m", "--model", 1},   {'s', NULL, "--segment", 1}, {'o', "-o", "--output", 1},
         {'i', NULL, "--input", 1},   {'t', "-t", "--threads", 1}, {'k', "-k", "--top", 1},
         {'j', NULL, "--json", 0},    {'n', "-n", NULL, 1},        {'b', NULL, "--batch", 1},
-        {'w', NULL, "--warmup", 1}, {'B', NULL, "--band", 1},
+        {'w', NULL, "--warmup", 1}, {'B', NULL, "--band", 1},    {'E', NULL, "--evict-mb", 1},
         {'P', NULL, "--plain", 0},   {'p', NULL, "--port", 1},    {'H', NULL, "--host", 1},
         {'N', NULL, "--name", 1},    {'L', NULL, "--plan", 1},    {'W', NULL, "--workdir", 1},
         {'t', NULL, "--threads-per-function", 1}, {'K', NULL, "--bands", 1},
@@ -103,6 +103,7 @@ static int parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
         case 'S': if (int_arg(a, v, 1, 3600, &o->seconds)) return 1; break;
         case 'b': if (int_arg(a, v, 1, 4096, &o->batch)) return 1; break;
         case 'w': if (int_arg(a, v, 0, 1000000, &o->warmup)) return 1; break;
+        case 'E': if (int_arg(a, v, 0, 4096, &o->evict_mb)) return 1; break;
         case 'B': {
             int used = 0;
             if (sscanf(v, "%d/%d%n", &o->band_k, &o->band_n, &used) != 2 || v[used] ||

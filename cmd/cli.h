@@ -22,6 +22,7 @@ typedef struct cli_opts {
     int n;               /* -n */
     int batch;           /* --batch */
     int warmup;          /* --warmup */
+    int evict_mb;        /* --evict-mb M (bench): write M MiB between timed runs */
     int band_k, band_n;  /* --band k/K: output band k of K (band_n 0 = whole) */
     int plain;           /* --plain: convert without prepacking weights */
     int port;            /* --port, -1 when not given */
