@@ -176,9 +176,13 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
         const struct iovec *iov = packed[k].iov;
         int iovcnt = packed[k].iovcnt;
         if (gathers[k]) {
-            /* iov[1] would be the band's bytes read straight from x, which
-             * is only right for the whole tensor; the header (which counts
-             * the band's bytes) stays, the planes' rows replace iov[1]. */
+            /* The encoder was handed x itself as the band's data, so its
+             * iov[1] is the first bytes of x: only its header (which counts
+             * the band's bytes) is used, and the planes' rows replace iov[1]. */
+            if (packed[k].iovcnt != 2) {
+                si_err_set(err, "step %d band %d: fp32 request not packed as header + data", i, k);
+                goto out;
+            }
             gathers[k][0] = packed[k].iov[0];
             gather_rows(x, xv->dims[1], xv->dims[2], xv->dims[3], r->in_begin, r->in_end, gathers[k]);
             iov = gathers[k], iovcnt = xv->dims[1] + 1;
