@@ -20,7 +20,8 @@
  *     si_wire_*_free(); nothing else is copied. bf16/fp16 (and float32 bytes that
  *     are not 4-byte aligned, which protobuf-c's malloc never produces but a
  *     custom allocator might) are converted into the caller's scratch or into an
- *     array the struct owns.
+ *     array the struct owns - unless the caller asks for unaligned float32 to be
+ *     left in place (si_wire_decode_opts_t.raw_fp32) and copies it itself.
  *
  * Validation. Decoding checks everything a stage or gateway would otherwise
  * trust: well-formed protobuf, a tensor present, 2 or 4 dims each > 0, at most
