@@ -154,20 +154,19 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
             /* A band: its rows, contiguous per channel. fp32 is sent from x
              * as it lies (the encoder writes only the header; see below);
              * other dtypes are converted from a contiguous copy. */
-            if (h != xv->dims[2] && gw->dtype == SI_WIRE_FP32) {
-                gathers[k] = malloc(((size_t)xv->dims[1] + 1) * sizeof *gathers[k]);
-                if (!gathers[k]) {
+            if (h != xv->dims[2]) {
+                if (gw->dtype == SI_WIRE_FP32)
+                    gathers[k] = malloc(((size_t)xv->dims[1] + 1) * sizeof *gathers[k]);
+                else
+                    slices[k] = malloc((size_t)xv->dims[1] * (size_t)h * (size_t)xv->dims[3] * sizeof(float));
+                if (!gathers[k] && !slices[k]) {
                     si_err_set(err, "out of memory");
                     goto out;
                 }
-            } else if (h != xv->dims[2]) {
-                slices[k] = malloc((size_t)xv->dims[1] * (size_t)h * (size_t)xv->dims[3] * sizeof(float));
-                if (!slices[k]) {
-                    si_err_set(err, "out of memory");
-                    goto out;
+                if (slices[k]) {
+                    slice_rows(x, xv->dims[1], xv->dims[2], xv->dims[3], r->in_begin, r->in_end, slices[k]);
+                    rq.input.data = slices[k];
                 }
-                slice_rows(x, xv->dims[1], xv->dims[2], xv->dims[3], r->in_begin, r->in_end, slices[k]);
-                rq.input.data = slices[k];
             }
             rq.out_row_begin = r->out_begin, rq.out_row_end = r->out_end;
         }

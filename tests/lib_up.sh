@@ -31,12 +31,12 @@ up_stop() {
     done
     return 0
 }
-# `|| true`: an up already stopped is fine, and a caller may run under set -e.
 # A glob, not `ls | head`: under pipefail ls can die of SIGPIPE when head exits.
 sample_photos() {
     local all=("$1"/*.png)
     [ -e "${all[0]}" ] && printf '%s\n' "${all[@]:0:$2}"
     return 0
 }
+# `|| true`: an up already stopped is fine, and a caller may run under set -e.
 up_cleanup() { for p in "${UP_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap up_cleanup EXIT
