@@ -92,27 +92,43 @@ size_t si_gateway_out_numel(const si_gateway_t *gw) {
 const si_graph_t *si_gateway_graph(const si_gateway_t *gw) { return gw->g; }
 const si_plan_t *si_gateway_plan(const si_gateway_t *gw) { return &gw->plan; }
 
+/* A step's output between steps, in the plan's wire encoding: forwarded to
+ * the next step as it came, never converted or copied to float32 on the way
+ * (only the first input and the last output are floats). */
+typedef struct held {
+    const uint8_t *bytes; /* the elements, any alignment */
+    si_wire_reply_t rp;   /* a whole-tensor reply the bytes lie in (decoded raw) ... */
+    char *body;           /* ... and its body, or: */
+    uint8_t *stitched;    /* the bands' rows stitched together */
+} held_t;
+
+static void held_free(held_t *h) {
+    si_wire_reply_free(&h->rp);
+    free(h->body);
+    free(h->stitched);
+    memset(h, 0, sizeof *h);
+}
+
 /* Rows [a, b) of every plane of x (C planes of h rows of w floats) -> dst. */
 static void slice_rows(const float *x, int c, int h, int w, int a, int b, float *dst) {
     size_t row = (size_t)w, n = (size_t)(b - a) * row;
     for (int p = 0; p < c; p++) memcpy(dst + (size_t)p * n, x + ((size_t)p * (size_t)h + (size_t)a) * row, n * sizeof *dst);
 }
 
-/* The same rows as pieces of a message body, without copying them:
- * iov[1 + p] is plane p's rows [a, b) where they lie in x. */
-static void gather_rows(const float *x, int c, int h, int w, int a, int b, struct iovec *iov) {
-    size_t row = (size_t)w, n = (size_t)(b - a) * row;
+/* The same rows of elements of any size (row: bytes of one row) as pieces
+ * of a message body, without copying them: iov[1 + p] is plane p's rows
+ * [a, b) where they lie in x. */
+static void gather_rows(const uint8_t *x, int c, int h, size_t row, int a, int b, struct iovec *iov) {
+    size_t n = (size_t)(b - a) * row;
     for (int p = 0; p < c; p++)
-        iov[1 + p] = (struct iovec){(void *)(x + ((size_t)p * (size_t)h + (size_t)a) * row), n * sizeof *x};
+        iov[1 + p] = (struct iovec){(void *)(x + ((size_t)p * (size_t)h + (size_t)a) * row), n};
 }
 
-/* The inverse of slice_rows: band rows of every plane (float32 at any
- * alignment, as they lie in a reply) into rows [a, b) of y (h rows). */
-static void place_rows(const void *band, int c, int h, int w, int a, int b, float *y) {
-    size_t row = (size_t)w, n = (size_t)(b - a) * row;
-    for (int p = 0; p < c; p++)
-        memcpy(y + ((size_t)p * (size_t)h + (size_t)a) * row, (const char *)band + (size_t)p * n * sizeof *y,
-               n * sizeof *y);
+/* The inverse: band rows of every plane, as they lie in a reply, into rows
+ * [a, b) of y (h rows of row bytes per plane). */
+static void place_rows(const uint8_t *band, int c, int h, size_t row, int a, int b, uint8_t *y) {
+    size_t n = (size_t)(b - a) * row;
+    for (int p = 0; p < c; p++) memcpy(y + ((size_t)p * (size_t)h + (size_t)a) * row, band + (size_t)p * n, n);
 }
 
 static si_gateway_status_t from_httpc(const si_httpc_resp_t *r) {
@@ -121,21 +137,31 @@ static si_gateway_status_t from_httpc(const si_httpc_resp_t *r) {
     return SI_GW_UPSTREAM_ERROR;
 }
 
-/* Runs step i from x (the step's full input) into y (its full output). */
-static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i, const float *x,
-                                    float *y, si_gateway_step_trace_t *tr, si_err_t *err) {
+/* Runs step i. Its full input is x, elements of encoding xdt: the caller's
+ * float32 for the first step, else the previous step's output in the plan's
+ * dtype. The output goes, in the plan's dtype, to *y (the last reply kept
+ * whole, or the bands stitched), or converted to float32 into out when out is
+ * not NULL (the last step). */
+static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i, const void *x,
+                                    si_wire_dtype_t xdt, held_t *y, float *out,
+                                    si_gateway_step_trace_t *tr, si_err_t *err) {
     const step_t *st = &gw->steps[i];
     const si_value_t *xv = &gw->g->values[st->seg.in], *yv = &gw->g->values[st->seg.out];
     int K = st->bands;
+    /* x goes out as it lies when it is in the wire's encoding already; else
+     * (float32 input, fp16/bf16 plan) it is converted by the encoder. */
+    int as_is = xdt == gw->dtype;
+    size_t es = si_wire_dtype_size(gw->dtype), numel = si_value_numel(yv);
     si_gateway_status_t rc = SI_GW_FAILED;
-    float *slices[SI_PLAN_MAX_BANDS] = {0};       /* a band's input rows, copied (fp16, bf16) */
-    struct iovec *gathers[SI_PLAN_MAX_BANDS] = {0}; /* or gathered where they lie (fp32) */
+    float *slices[SI_PLAN_MAX_BANDS] = {0};         /* a band's input rows, copied to convert */
+    struct iovec *gathers[SI_PLAN_MAX_BANDS] = {0}; /* or gathered where they lie */
     si_wire_packed_t packed[SI_PLAN_MAX_BANDS];
     memset(packed, 0, sizeof packed);
     si_httpc_call_t calls[SI_PLAN_MAX_BANDS];
     si_httpc_resp_t resps[SI_PLAN_MAX_BANDS];
     memset(resps, 0, sizeof resps);
     memset(tr, 0, sizeof *tr);
+    memset(y, 0, sizeof *y);
     double t0 = now_s();
     for (int k = 0; k < K; k++) {
         const band_rows_t *r = &st->rows[k];
@@ -144,18 +170,21 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
         rq.segment = gw->plan.steps[i].segment;
         rq.input.ndim = xv->ndim;
         for (int d = 0; d < xv->ndim; d++) rq.input.dims[d] = xv->dims[d];
-        rq.input.data = x;
+        if (as_is)
+            rq.input.bytes = x;
+        else
+            rq.input.data = x;
         rq.input.dtype = gw->dtype;
         rq.reply_dtype = gw->dtype;
         if (xv->ndim == 4) {
             int h = r->in_end - r->in_begin;
             rq.input.dims[2] = h;
             rq.input_row0 = r->in_begin;
-            /* A band: its rows, contiguous per channel. fp32 is sent from x
-             * as it lies (the encoder writes only the header; see below);
-             * other dtypes are converted from a contiguous copy. */
+            /* A band: its rows, contiguous per channel. Elements in the wire's
+             * encoding are sent from x as they lie (the encoder writes only the
+             * header; see below); the rest from a contiguous copy. */
             if (h != xv->dims[2]) {
-                if (gw->dtype == SI_WIRE_FP32)
+                if (as_is)
                     gathers[k] = malloc(((size_t)xv->dims[1] + 1) * sizeof *gathers[k]);
                 else
                     slices[k] = malloc((size_t)xv->dims[1] * (size_t)h * (size_t)xv->dims[3] * sizeof(float));
@@ -170,20 +199,22 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
             }
             rq.out_row_begin = r->out_begin, rq.out_row_end = r->out_end;
         }
-        /* fp32 goes out as [header][the floats where they lie]: no copy. */
+        /* fp32, or bytes encoded already, go out as [header][the elements
+         * where they lie]: no copy. */
         if (si_wire_encode_request_iov(&rq, &packed[k], err) < 0) goto out;
         const struct iovec *iov = packed[k].iov;
         int iovcnt = packed[k].iovcnt;
         if (gathers[k]) {
-            /* The encoder was handed x itself as the band's data, so its
+            /* The encoder was handed x itself as the band's elements, so its
              * iov[1] is the first bytes of x: only its header (which counts
              * the band's bytes) is used, and the planes' rows replace iov[1]. */
             if (packed[k].iovcnt != 2) {
-                si_err_set(err, "step %d band %d: fp32 request not packed as header + data", i, k);
+                si_err_set(err, "step %d band %d: request not packed as header + elements", i, k);
                 goto out;
             }
             gathers[k][0] = packed[k].iov[0];
-            gather_rows(x, xv->dims[1], xv->dims[2], xv->dims[3], r->in_begin, r->in_end, gathers[k]);
+            gather_rows(x, xv->dims[1], xv->dims[2], (size_t)xv->dims[3] * es, r->in_begin, r->in_end,
+                        gathers[k]);
             iov = gathers[k], iovcnt = xv->dims[1] + 1;
         }
         /* No "Expect: 100-continue": a stage takes any body under its limit,
@@ -204,6 +235,13 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
         si_httpc_post_many(client, 1, &calls[k], &resps[k], err);
         tr->retries++;
     }
+    /* A whole reply is kept as it came; band replies are stitched in the
+     * wire's encoding (one copy of their rows). */
+    int keep = K == 1;
+    if (!keep && !(y->stitched = malloc(numel * es))) {
+        si_err_set(err, "out of memory");
+        goto out;
+    }
     for (int k = 0; k < K; k++) {
         const band_rows_t *r = &st->rows[k];
         if (resps[k].error != SI_HTTPC_OK || resps[k].status != 200) {
@@ -217,12 +255,7 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
                            (int)(resps[k].len > 300 ? 300 : resps[k].len), (const char *)resps[k].body);
             goto out;
         }
-        /* One pass over the reply's elements into y: fp32 is copied from
-         * where it lies in the body, aligned or not (raw_fp32); a whole-tensor
-         * fp16 or bf16 reply is converted straight into y. */
-        si_wire_decode_opts_t opts = {.scratch = K == 1 ? y : NULL,
-                                      .scratch_cap = K == 1 ? si_value_numel(yv) : 0,
-                                      .raw_fp32 = 1};
+        si_wire_decode_opts_t opts = {.raw = 1};
         si_wire_reply_t rp;
         if (si_wire_decode_reply_view(resps[k].body, resps[k].len, &rp, &opts, err) < 0) {
             si_err_prefix(err, "step %d band %d: bad reply from %s", i, k, st->urls[k]);
@@ -233,20 +266,12 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
         int ok = rp.output.ndim == yv->ndim && rp.output.dims[0] == 1 && rp.output.dims[1] == yv->dims[1] &&
                  (yv->ndim == 2 || (rp.output.dims[2] == rows && rp.output.dims[3] == yv->dims[3] &&
                                     rp.out_row0 == r->out_begin));
-        if (!ok) {
+        if (!ok || rp.output.dtype != gw->dtype) {
+            si_err_set(err, "step %d band %d: %s replied with %s", i, k, st->urls[k],
+                       ok ? "another dtype than asked for" : "a tensor of the wrong shape or rows");
             si_wire_reply_free(&rp);
-            si_err_set(err, "step %d band %d: %s replied with a tensor of the wrong shape or rows", i,
-                       k, st->urls[k]);
             rc = SI_GW_UPSTREAM_ERROR;
             goto out;
-        }
-        const void *src = rp.output.data ? (const void *)rp.output.data : rp.output.bytes;
-        if (src == y) {
-            /* converted into y by the decode */
-        } else if (yv->ndim == 4) {
-            place_rows(src, yv->dims[1], yv->dims[2], yv->dims[3], r->out_begin, r->out_end, y);
-        } else {
-            memcpy(y, src, si_value_numel(yv) * sizeof *y);
         }
         double own = (double)(rp.timings.decode_us + rp.timings.queue_us + rp.timings.compute_us +
                               rp.timings.encode_us) * 1e-6;
@@ -255,11 +280,26 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
         double comp = (double)rp.timings.compute_us * 1e-6;
         if (comp > tr->compute) tr->compute = comp;
         tr->bytes_received += resps[k].len;
+        if (keep) {
+            y->rp = rp; /* the elements lie in the body: both stay alive */
+            y->body = resps[k].body;
+            y->bytes = rp.output.bytes;
+            resps[k].body = NULL;
+            continue;
+        }
+        if (yv->ndim == 4)
+            place_rows(rp.output.bytes, yv->dims[1], yv->dims[2], (size_t)yv->dims[3] * es, r->out_begin,
+                       r->out_end, y->stitched);
+        else
+            memcpy(y->stitched, rp.output.bytes, numel * es);
         si_wire_reply_free(&rp);
     }
+    if (!keep) y->bytes = y->stitched;
+    if (out) si_wire_unpack_elems(gw->dtype, y->bytes, numel, out);
     rc = SI_GW_OK;
 out:
     tr->seconds = now_s() - t0;
+    if (rc != SI_GW_OK || out) held_free(y);
     for (int k = 0; k < K; k++) {
         free(slices[k]);
         free(gathers[k]);
@@ -275,25 +315,20 @@ si_gateway_status_t si_gateway_run(si_gateway_t *gw, si_httpc_t *client, const f
     if (!trace) trace = &local;
     memset(trace, 0, sizeof *trace);
     double t0 = now_s();
-    const float *x = input;
-    float *owned = NULL;
+    const void *x = input;
+    si_wire_dtype_t xdt = SI_WIRE_FP32;
+    held_t cur = {0}; /* the previous step's output: x, until the next step has sent it */
     si_gateway_status_t rc = SI_GW_OK;
     for (int i = 0; i < gw->plan.n_steps && rc == SI_GW_OK; i++) {
-        const si_value_t *yv = &gw->g->values[gw->steps[i].seg.out];
-        /* Per request: each step's output, freed once the next step has read it. */
-        float *y = i == gw->plan.n_steps - 1 ? out : malloc(si_value_numel(yv) * sizeof *y);
-        if (!y) {
-            si_err_set(err, "out of memory");
-            rc = SI_GW_FAILED;
-            break;
-        }
-        rc = run_step(gw, client, i, x, y, &trace->steps[i], err);
+        int last = i == gw->plan.n_steps - 1;
+        held_t next;
+        rc = run_step(gw, client, i, x, xdt, &next, last ? out : NULL, &trace->steps[i], err);
         trace->n_steps = i + 1;
-        free(owned);
-        owned = y == out ? NULL : y;
-        x = y;
+        held_free(&cur);
+        cur = next;
+        x = cur.bytes, xdt = gw->dtype;
     }
-    free(owned);
+    held_free(&cur);
     trace->seconds = now_s() - t0;
     return rc;
 }

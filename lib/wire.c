@@ -319,11 +319,13 @@ typedef struct sink {
     ProtobufCBuffer base;  /* first, so protobuf-c's buffer pointer is ours */
     uint8_t *out;          /* packed bytes so far */
     size_t len, cap;       /* bytes in out, bytes it holds */
-    const float *elems;    /* the caller's floats; their first elems_len bytes
-                              stand for the tensor's bytes field */
+    const void *elems;     /* the caller's floats (their first elems_len bytes
+                              stand for the tensor's bytes field), or its
+                              elements already encoded (encoded) */
     size_t elems_len;      /* wire bytes of the tensor */
     si_wire_dtype_t dtype; /* how the elements travel */
-    int by_ref;            /* leave fp32 elements where they are (iov) */
+    int encoded;           /* elems are wire bytes already: copied as they are */
+    int by_ref;            /* leave the elements where they are (iov) */
     size_t seen;           /* element bytes protobuf-c has handed over */
     int bad;               /* protobuf-c did something unexpected */
 } sink_t;
@@ -344,7 +346,10 @@ static void sink_append(ProtobufCBuffer *b, size_t len, const uint8_t *data) {
             s->bad = 1;
             return;
         }
-        put_elems(s->dtype, s->elems, off, len, s->out + s->len);
+        if (s->encoded)
+            memcpy(s->out + s->len, (const uint8_t *)s->elems + off, len);
+        else
+            put_elems(s->dtype, s->elems, off, len, s->out + s->len);
         s->len += len;
         return;
     }
@@ -358,35 +363,38 @@ static void sink_append(ProtobufCBuffer *b, size_t len, const uint8_t *data) {
     s->len += len;
 }
 
-/* Sets up pb to pack t. Every dtype's bytes field points at the caller's floats:
- * for fp32 they are the bytes to send; for bf16/fp16 the first half of them
- * stands in for the converted elements, which the sink produces as protobuf-c
- * reaches them (pack_to_buffer never reads a bytes field itself). */
+/* Sets up pb to pack t. The bytes field points at t->bytes when the caller has
+ * the elements encoded already; else at the caller's floats: for fp32 they are
+ * the bytes to send; for bf16/fp16 the first half of them stands in for the
+ * converted elements, which the sink produces as protobuf-c reaches them
+ * (pack_to_buffer never reads a bytes field itself). */
 static int tensor_to_pb(const si_wire_tensor_t *t, Splitinfer__Tensor *pb, const char *what,
                         si_err_t *err) {
     int64_t numel;
     if (check_dims(t->ndim, t->dims, &numel, what, err)) return -1;
     if (check_dtype((int)t->dtype, what, err)) return -1;
-    if (!t->data) return si_err_set(err, "%s: no data", what);
+    if (!t->data && !t->bytes) return si_err_set(err, "%s: no data", what);
     splitinfer__tensor__init(pb);
     pb->n_dims = (size_t)t->ndim;
     pb->dims = (int64_t *)t->dims; /* protobuf-c's fields are not const; packing only reads */
     pb->dtype = (Splitinfer__Tensor__DType)t->dtype;
-    pb->data.data = (uint8_t *)t->data;
+    pb->data.data = (uint8_t *)(t->bytes ? t->bytes : (const void *)t->data);
     pb->data.len = (size_t)numel * si_wire_dtype_size(t->dtype);
     return 0;
 }
 
 /* Packs msg whose tensor is t. With iov NULL: one malloc'd buffer in *out, *len.
- * With iov: fp32 elements by reference, the rest in iov->owned. */
+ * With iov: fp32 or already encoded elements by reference, the rest in
+ * iov->owned. */
 static int pack(const ProtobufCMessage *msg, const si_wire_tensor_t *t,
                 const Splitinfer__Tensor *pb, uint8_t **out, size_t *len, si_wire_packed_t *iov,
                 si_err_t *err) {
     sink_t s = {.base = {.append = sink_append},
-                .elems = t->data,
+                .elems = pb->data.data,
                 .elems_len = pb->data.len,
                 .dtype = t->dtype,
-                .by_ref = iov && t->dtype == SI_WIRE_FP32};
+                .encoded = t->bytes != NULL,
+                .by_ref = iov && (t->dtype == SI_WIRE_FP32 || t->bytes)};
     size_t total = protobuf_c_message_get_packed_size(msg);
     s.cap = s.by_ref ? total - s.elems_len : total;
     s.out = malloc(s.cap ? s.cap : 1);
@@ -408,7 +416,7 @@ static int pack(const ProtobufCMessage *msg, const si_wire_tensor_t *t,
     iov->iovcnt = 1;
     if (s.by_ref) /* the one place a const buffer becomes an iovec's void * */
         iov->iov[iov->iovcnt++] =
-            (struct iovec){.iov_base = (void *)t->data, .iov_len = s.elems_len};
+            (struct iovec){.iov_base = (void *)s.elems, .iov_len = s.elems_len};
     return 0;
 }
 
@@ -491,7 +499,8 @@ void si_wire_packed_free(si_wire_packed_t *p) {
 /* ---- unpacking ---- */
 
 /* Validates a tensor's parts and points v at its elements: straight at bytes
- * for aligned fp32, else converted into scratch or a malloc'd array. */
+ * for aligned fp32, else converted into scratch or a malloc'd array (unless
+ * opts->raw: then only bytes). */
 static int tensor_from_parts(size_t ndims, const int64_t *dims, int dtype, const uint8_t *bytes,
                              size_t nbytes, si_wire_tensor_t *v, si_wire_owned_t *own,
                              const si_wire_decode_opts_t *opts, const char *what, si_err_t *err) {
@@ -516,7 +525,7 @@ static int tensor_from_parts(size_t ndims, const int64_t *dims, int dtype, const
         v->data = (const float *)(const void *)bytes; /* zero copy */
         return 0;
     }
-    if (dt == SI_WIRE_FP32 && opts && opts->raw_fp32) return 0; /* data NULL: see bytes */
+    if (opts && opts->raw) return 0; /* data NULL: see bytes */
     /* A deliberate copy: the engine needs aligned float32. */
     float *dst = NULL;
     if (opts && opts->scratch && opts->scratch_cap >= (size_t)numel) {

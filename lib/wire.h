@@ -20,8 +20,12 @@
  *     si_wire_*_free(); nothing else is copied. bf16/fp16 (and float32 bytes that
  *     are not 4-byte aligned, which protobuf-c's malloc never produces but a
  *     custom allocator might) are converted into the caller's scratch or into an
- *     array the struct owns - unless the caller asks for unaligned float32 to be
- *     left in place (si_wire_decode_opts_t.raw_fp32) and copies it itself.
+ *     array the struct owns - unless the caller asks for the elements to be
+ *     left in place in their wire encoding (si_wire_decode_opts_t.raw): the
+ *     gateway forwards them to the next function as they came.
+ *   - Encoding elements that are already in the wire encoding (the tensor's
+ *     bytes set, as a raw decode left them): sent as they are, by reference in
+ *     the iov form, whatever the dtype.
  *
  * Validation. Decoding checks everything a stage or gateway would otherwise
  * trust: well-formed protobuf, a tensor present, 2 or 4 dims each > 0, at most
@@ -65,11 +69,14 @@ typedef struct si_wire_tensor {
     int ndim;              /* 2 (N, C) or 4 (N, C, H, W) */
     int64_t dims[4];       /* dims[0..ndim-1], each > 0; the rest unused */
     const float *data;     /* product(dims) floats. Encode: the caller's, read only and
-                              only during the call (or until the iov is sent). Decode:
-                              owned by the decoded message, see si_wire_request_t;
-                              NULL only as si_wire_decode_opts_t.raw_fp32 says. */
-    const void *bytes;     /* decode only: the elements as they lie in the message, in
-                              dtype's encoding and at any alignment (unused by encode) */
+                              only during the call (or until the iov is sent); unused
+                              when bytes is set. Decode: owned by the decoded message,
+                              see si_wire_request_t; NULL only as
+                              si_wire_decode_opts_t.raw says. */
+    const void *bytes;     /* the elements in dtype's wire encoding, at any alignment.
+                              Decode: as they lie in the message. Encode: NULL to
+                              convert data, or elements encoded already (borrowed as
+                              data is), sent as they are */
     si_wire_dtype_t dtype; /* encode: how to send the elements; decode: how they came */
 } si_wire_tensor_t;
 
@@ -120,11 +127,11 @@ typedef struct si_wire_decode_opts {
     /* Allocator of the unpacked message (e.g. a request arena); NULL: protobuf-c's
      * default (malloc). */
     struct ProtobufCAllocator *alloc;
-    /* Nonzero: float32 elements that are not 4-byte aligned in the message stay
-     * where they lie - data is NULL and the caller memcpy's from bytes - instead
-     * of being copied into aligned memory. For a caller that copies them
-     * somewhere anyway (the gateway stitching bands), which saves a pass. */
-    int raw_fp32;
+    /* Nonzero: the elements stay where they lie in the message, in their wire
+     * encoding (bytes); data is set only for float32 that happens to be
+     * aligned, else NULL. Nothing is converted or copied: for a caller that
+     * forwards or stitches the elements as they came (the gateway). */
+    int raw;
 } si_wire_decode_opts_t;
 
 /* A packed message as (base, len) pieces whose concatenation is the message. */

@@ -632,10 +632,10 @@ static void test_view_zero_copy(void **state) {
     free(slab), free(buf);
 }
 
-/* raw_fp32: a reply's fp32 elements are never copied. At each of the four
+/* raw: a reply's fp32 elements are never copied. At each of the four
  * alignments bytes points into the buffer and holds the elements; data is
  * the same pointer when aligned and NULL when not. */
-static void test_view_raw_fp32(void **state) {
+static void test_view_raw(void **state) {
     (void)state;
     fill_small(1);
     si_wire_reply_t rep = {.request_id = "r", .out_row0 = 1};
@@ -644,7 +644,7 @@ static void test_view_raw_fp32(void **state) {
     size_t len = 0;
     assert_int_equal(si_wire_encode_reply(&rep, &buf, &len, NULL), 0);
     uint8_t *slab = aligned_alloc(64, (len + 64 + 63) & ~(size_t)63);
-    si_wire_decode_opts_t opts = {.raw_fp32 = 1};
+    si_wire_decode_opts_t opts = {.raw = 1};
     int aligned = 0, unaligned = 0;
     for (size_t shift = 0; shift < 4; shift++) {
         memcpy(slab + shift, buf, len);
@@ -673,6 +673,49 @@ static void test_view_raw_fp32(void **state) {
     assert_memory_equal(d.output.data, small, sizeof small);
     si_wire_reply_free(&d);
     free(slab), free(buf);
+}
+
+/* raw for a 16-bit dtype: the elements are left encoded (bytes, no data, no
+ * conversion); encoding those bytes again (the gateway forwarding a reply as
+ * the next request) sends them as they are, by reference in the iov form, and
+ * both forms give the same message as encoding the floats. */
+static void test_forward_encoded(void **state) {
+    (void)state;
+    fill_small(0);
+    for (int dt = SI_WIRE_BF16; dt <= SI_WIRE_FP16; dt++) {
+        si_wire_reply_t rep = {.request_id = "r"};
+        rep.output = (si_wire_tensor_t){.ndim = 4, .dims = {1, 2, 3, 4}, .data = small, .dtype = dt};
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        assert_int_equal(si_wire_encode_reply(&rep, &buf, &len, NULL), 0);
+        si_wire_decode_opts_t opts = {.raw = 1};
+        si_wire_reply_t d;
+        assert_int_equal(si_wire_decode_reply_view(buf, len, &d, &opts, NULL), 0);
+        assert_null(d.output.data);
+        assert_null(d.owned.floats);
+        assert_true((const uint8_t *)d.output.bytes > buf && (const uint8_t *)d.output.bytes + 48 == buf + len);
+
+        si_wire_request_t want = {.segment = "layer2"}, fwd = {.segment = "layer2"};
+        want.input = rep.output;
+        fwd.input = (si_wire_tensor_t){.ndim = 4, .dims = {1, 2, 3, 4}, .bytes = d.output.bytes, .dtype = dt};
+        uint8_t *a = NULL, *b = NULL;
+        size_t alen = 0, blen = 0;
+        assert_int_equal(si_wire_encode_request(&want, &a, &alen, NULL), 0);
+        assert_int_equal(si_wire_encode_request(&fwd, &b, &blen, NULL), 0);
+        assert_int_equal(alen, blen);
+        assert_memory_equal(a, b, alen);
+        si_wire_packed_t pk;
+        assert_int_equal(si_wire_encode_request_iov(&fwd, &pk, NULL), 0);
+        assert_int_equal(pk.iovcnt, 2);
+        assert_ptr_equal(pk.iov[1].iov_base, d.output.bytes); /* by reference */
+        assert_int_equal(pk.iov[0].iov_len + pk.iov[1].iov_len, alen);
+        assert_memory_equal(pk.iov[0].iov_base, a, pk.iov[0].iov_len);
+        assert_memory_equal(pk.iov[1].iov_base, a + pk.iov[0].iov_len, pk.iov[1].iov_len);
+        si_wire_packed_free(&pk);
+        free(a), free(b);
+        si_wire_reply_free(&d);
+        free(buf);
+    }
 }
 
 static void test_truncations(void **state) {
@@ -931,7 +974,8 @@ int main(void) {
         cmocka_unit_test(test_zero_copy_decode),
         cmocka_unit_test(test_zero_copy_encode_iov),
         cmocka_unit_test(test_unaligned_fp32),
-        cmocka_unit_test(test_view_raw_fp32),
+        cmocka_unit_test(test_view_raw),
+        cmocka_unit_test(test_forward_encoded),
         cmocka_unit_test(test_view_zero_copy),
         cmocka_unit_test(test_truncations),
         cmocka_unit_test(test_random_bytes),
