@@ -4,7 +4,8 @@
 # baseline, pipeline, parallel, blocks, baseline, ...) so that every plan
 # sees the same noise. Prints warm medians, the ratios against baseline with
 # the targets, and the pipeline's network time per image (summed over hops:
-# round trip minus the stage's own time, as each stage reports it). Then the
+# round trip minus the stage's own time, as each stage reports it) and the
+# gateway's own CPU time per request (PNG decoding included). Then the
 # compute floor: the same segments and bands alone, without HTTP, with cold
 # caches (bench --evict-mb), summed as the plans run them.
 #   N=40 requests per plan after WARM=20 (each curl is a new connection,
@@ -39,8 +40,15 @@ for p in $PLANS; do
     URL[$p]=$GW PID[$p]=$UP_PID
     echo "$p: $GW"
 done
+# The gateway's own CPU time over the measured requests (every thread's
+# schedstat, in ns): far steadier on this VM than latency, so a change to the
+# gateway shows here first.
+gw_cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%.0f", s}'; }
+declare -A GWPID GWCPU
+for p in $PLANS; do GWPID[$p]=$(pgrep -P "${PID[$p]}" -f ' gateway ' | head -1); done
 : >"$W/samples.tsv"
 for ((i = 0; i < WARM + N; i++)); do
+    if [ "$i" -eq "$WARM" ]; then for p in $PLANS; do GWCPU[$p]=$(gw_cpu_ns "${GWPID[$p]}"); done; fi
     for p in $PLANS; do
         curl -s -m 60 -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "${URL[$p]}/v1/classify" >"$W/r.json"
         [ "$i" -ge "$WARM" ] && "$PY" -c "
@@ -51,6 +59,9 @@ print('$p', round(d['ms'],3), round(d['network_ms'],3), round(c,3), sep='\t')" >
     printf '\r%d/%d' "$((i + 1))" "$((WARM + N))" >&2
 done
 echo >&2
+for p in $PLANS; do
+    echo "$p $(( ($(gw_cpu_ns "${GWPID[$p]}") - GWCPU[$p]) / N ))"
+done >"$W/gwcpu.tsv"
 for p in $PLANS; do up_stop "${PID[$p]}"; done
 
 # The compute floor, without HTTP: each segment of the pipeline and each band
@@ -74,18 +85,19 @@ floor_ms() { "$BIN" bench -m "$W/resnet50.sfm" -t 1 -n "${FLOOR_N:-15}" --evict-
 for s in json.load(open('plans/parallel.json'))['steps']: print(s['segment'], s.get('bands', 1))")
 } >"$W/floor.tsv"
 printf 'floor: measured\n' >&2
-"$PY" - "$W/samples.tsv" "$W/floor.tsv" <<'PYEOF'
+"$PY" - "$W/samples.tsv" "$W/floor.tsv" "$W/gwcpu.tsv" <<'PYEOF'
 import sys, statistics as st
 rows = [l.split("\t") for l in open(sys.argv[1])]
+gwcpu = {p: int(ns) / 1e6 for p, ns in (l.split() for l in open(sys.argv[3]))}
 by = {}
 for p, ms, net, comp in rows:
     by.setdefault(p, []).append((float(ms), float(net), float(comp)))
 med = {p: st.median(x[0] for x in v) for p, v in by.items()}
-print(f"{'plan':14s} {'median ms':>10s} {'p90 ms':>8s} {'network ms':>11s} {'compute ms':>11s} {'vs baseline':>12s}")
+print(f"{'plan':14s} {'median ms':>10s} {'p90 ms':>8s} {'network ms':>11s} {'compute ms':>11s} {'vs baseline':>12s} {'gateway cpu ms':>15s}")
 for p, v in by.items():
     ms = sorted(x[0] for x in v)
     print(f"{p:14s} {med[p]:10.1f} {ms[int(0.9 * (len(ms) - 1))]:8.1f} {st.median(x[1] for x in v):11.2f} "
-          f"{st.median(x[2] for x in v):11.1f} {med[p] / med['baseline']:12.3f}")
+          f"{st.median(x[2] for x in v):11.1f} {med[p] / med['baseline']:12.3f} {gwcpu[p]:15.2f}")
 print()
 tg = {"pipeline": (1.10, 1.27), "parallel": (0.65, 0.83), "pipeline:fp16": (1.10, 1.27),
       "parallel:fp16": (0.65, 0.83)}
