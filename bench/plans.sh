@@ -41,8 +41,9 @@ for p in $PLANS; do
     echo "$p: $GW"
 done
 # The gateway's own CPU time over the measured requests (every thread's
-# schedstat, in ns): far steadier on this VM than latency, so a change to the
-# gateway shows here first.
+# schedstat, in ns). With one plan up (PLANS="baseline pipeline") it is
+# steadier on this VM than latency and shows a change to the gateway; with
+# several plans up at once their gateways disturb each other's figures too.
 gw_cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%.0f", s}'; }
 declare -A GWPID GWCPU
 for p in $PLANS; do GWPID[$p]=$(pgrep -P "${PID[$p]}" -f ' gateway ' | head -1); done

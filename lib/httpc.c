@@ -269,6 +269,8 @@ static int xfer_setup(si_httpc_t *c, xfer_t *x, const si_httpc_call_t *k) {
             x->iov = k->iov, x->iovcnt = k->iovcnt, x->iov_i = 0, x->iov_off = 0;
             SET(CURLOPT_READFUNCTION, on_read);
             SET(CURLOPT_READDATA, x);
+            /* curl copies a read-callback body through this buffer, 64 KiB by
+             * default: a 3 MB tensor would be 49 callbacks and sends. */
             SET(CURLOPT_UPLOAD_BUFFERSIZE, 1L << 20);
             SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)total);
         } else {
