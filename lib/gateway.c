@@ -96,11 +96,15 @@ const si_plan_t *si_gateway_plan(const si_gateway_t *gw) { return &gw->plan; }
  * the next step as it came, never converted or copied to float32 on the way
  * (only the first input and the last output are floats). */
 typedef struct held {
-    const uint8_t *bytes; /* the elements, any alignment */
-    si_wire_reply_t rp;   /* a whole-tensor reply the bytes lie in (decoded raw) ... */
-    char *body;           /* ... and its body, or: */
-    uint8_t *stitched;    /* the bands' rows stitched together */
+    si_wire_reply_t rp; /* a whole-tensor reply, decoded raw: the elements lie in ... */
+    char *body;         /* ... its body, or: */
+    uint8_t *stitched;  /* the bands' rows stitched together */
 } held_t;
+
+/* The held elements, at any alignment. */
+static const uint8_t *held_bytes(const held_t *h) {
+    return h->stitched ? h->stitched : (const uint8_t *)h->rp.output.bytes;
+}
 
 static void held_free(held_t *h) {
     si_wire_reply_free(&h->rp);
@@ -283,7 +287,6 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
         if (keep) {
             y->rp = rp; /* the elements lie in the body: both stay alive */
             y->body = resps[k].body;
-            y->bytes = rp.output.bytes;
             resps[k].body = NULL;
             continue;
         }
@@ -294,8 +297,7 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
             memcpy(y->stitched, rp.output.bytes, numel * es);
         si_wire_reply_free(&rp);
     }
-    if (!keep) y->bytes = y->stitched;
-    if (out) si_wire_unpack_elems(gw->dtype, y->bytes, numel, out);
+    if (out) si_wire_unpack_elems(gw->dtype, held_bytes(y), numel, out);
     rc = SI_GW_OK;
 out:
     tr->seconds = now_s() - t0;
@@ -326,7 +328,7 @@ si_gateway_status_t si_gateway_run(si_gateway_t *gw, si_httpc_t *client, const f
         trace->n_steps = i + 1;
         held_free(&cur);
         cur = next;
-        x = cur.bytes, xdt = gw->dtype;
+        x = held_bytes(&cur), xdt = gw->dtype;
     }
     held_free(&cur);
     trace->seconds = now_s() - t0;
