@@ -116,14 +116,45 @@ int si_cmd_plan(int argc, char **argv) {
     if (!rc && si_plan_check(p, g, segs, &err) < 0) rc = cli_fail("%s: %s", o.args[1], err.msg);
     if (!rc) {
         printf("plan %s: %d steps, valid for %s\n", p->name, p->n_steps, o.model);
-        for (int i = 0; i < p->n_steps; i++) {
+        /* Work in MACs, halo rows included: the plan's cost with no runtime
+         * in it. A step's bands run at once, so its slowest band is on the
+         * request's critical path; that path over the whole model's MACs is
+         * the best ratio to the one-function baseline the plan can reach
+         * with one core per band and free networking. */
+        uint64_t whole = 0, total = 0, path = 0;
+        for (int i = 0; i < g->n_nodes; i++) whole += si_node_macs(g, &g->nodes[i]);
+        for (int i = 0; rc == 0 && i < p->n_steps; i++) {
             const si_value_t *y = &g->values[segs[i].out];
             char shape[64];
             if (y->ndim == 4) snprintf(shape, sizeof shape, "[1,%d,%d,%d]", y->dims[1], y->dims[2], y->dims[3]);
             else snprintf(shape, sizeof shape, "[1,%d]", y->dims[1]);
-            printf("  step %d: %-14s #%d..#%d  bands %d  out %s\n", i, p->steps[i].segment,
-                   segs[i].cut_begin, segs[i].cut_end, p->steps[i].bands, shape);
+            uint64_t seg = si_segment_macs(g, &segs[i], NULL), sum = 0, max = 0;
+            int K = p->steps[i].bands, h = y->ndim == 4 ? y->dims[2] : 1;
+            for (int k = 0; rc == 0 && k < K; k++) {
+                int a, b;
+                si_band_t band;
+                si_rows_split(h, K, k, &a, &b);
+                if (si_graph_band(g, &segs[i], a, b, &band, &err) < 0) {
+                    rc = cli_fail("step %d: %s", i, err.msg);
+                    break;
+                }
+                uint64_t m = K == 1 ? seg : si_segment_macs(g, &segs[i], &band);
+                si_band_free(&band);
+                sum += m, max = m > max ? m : max;
+            }
+            total += sum, path += max;
+            printf("  step %d: %-14s #%d..#%d  bands %d  out %-16s %8.1f MMACs", i, p->steps[i].segment,
+                   segs[i].cut_begin, segs[i].cut_end, K, shape, seg / 1e6);
+            if (K > 1)
+                printf("  bands %.1f MMACs in all (%.2fx), slowest %.1f (%.2f of the step)", sum / 1e6,
+                       (double)sum / (double)seg, max / 1e6, (double)max / (double)seg);
+            printf("\n");
         }
+        if (rc == 0)
+            printf("work: %.3f GMACs in all functions (%.2fx the model's %.3f); critical path %.3f "
+                   "GMACs = %.3f of the model\n",
+                   total / 1e9, (double)total / (double)whole, whole / 1e9, path / 1e9,
+                   (double)path / (double)whole);
     }
     free(p), free(segs), free(o.args);
     si_graph_free(g);

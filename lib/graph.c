@@ -360,6 +360,23 @@ uint64_t si_node_macs(const si_graph_t *g, const si_node_t *n) {
     }
 }
 
+uint64_t si_segment_macs(const si_graph_t *g, const si_segment_t *seg, const si_band_t *band) {
+    uint64_t sum = 0;
+    for (int i = seg->node_begin; i < seg->node_end; i++) {
+        const si_node_t *n = &g->nodes[i];
+        const si_value_t *y = &g->values[n->out];
+        uint64_t m = si_node_macs(g, n);
+        /* A conv's MACs are proportional to its output rows; a flat output
+         * (dense) is computed whole by every band. */
+        if (band && y->ndim == 4 && y->dims[2] > 0) {
+            int rows = band->row_end[n->out] - band->row_begin[n->out];
+            m = rows > 0 ? m * (uint64_t)rows / (uint64_t)y->dims[2] : 0;
+        }
+        sum += m;
+    }
+    return sum;
+}
+
 uint64_t si_node_params(const si_node_t *n) {
     switch (n->op) {
     case SI_OP_CONV: return (uint64_t)n->cout * (uint64_t)(n->cin * n->kh * n->kw + 1);

@@ -208,6 +208,12 @@ size_t si_value_numel(const si_value_t *v);
 uint64_t si_node_macs(const si_graph_t *g, const si_node_t *n);
 uint64_t si_node_params(const si_node_t *n);
 
+/* Multiply-accumulates of a segment (batch 1), or of one band of it: each
+ * node then computes only the rows the band materializes of its output,
+ * halo rows included (band NULL: the whole segment). A plan's compute cost
+ * without any runtime noise: `splitinfer plan check` sums it per step. */
+uint64_t si_segment_macs(const si_graph_t *g, const si_segment_t *seg, const si_band_t *band);
+
 const char *si_op_name(si_op_t op);
 
 #endif

@@ -3,6 +3,7 @@
 # stage (stem, layer1..layer4) and K in {2, 3, 4, 7}, `infer --band k/K` of
 # every k, concatenated along H, equals `infer` of the whole stage to
 # max|diff| <= 1e-5 x max|whole|. The head (flat output) refuses K > 1.
+# And `plan check` counts the bands' work (MACs with halo rows) sanely.
 # Stage inputs are real activations: the chain of stage outputs from one
 # seeded random image. Exit 0 pass, 1 fail, 77 cannot run here.
 set -euo pipefail
@@ -55,5 +56,17 @@ elif ! grep -q 'only 1 rows\|flat output' "$W/head.err"; then
     echo "FAIL: head --band 0/2: unclear message: $(cat "$W/head.err")"; failed=1
 else
     echo "head --band 0/2 refused: $(cat "$W/head.err")"
+fi
+# The work plan check counts, halo rows included: a pipeline computes the
+# model once (critical path 1.000); two bands per stage compute more MACs in
+# all than the model, and their critical path, the slowest band of each
+# step, lies between half the model and the whole.
+work() { "$BIN" plan check "plans/$1.json" -m "$M" | sed -n 's/^work: .*(\([0-9.]*\)x.*= \([0-9.]*\) of the model$/\1 \2/p'; }
+read -r ptotal ppath <<<"$(work pipeline)"
+read -r btotal bpath <<<"$(work parallel)"
+echo "plan check work: pipeline ${ptotal}x the model, critical path $ppath; parallel ${btotal}x, critical path $bpath"
+if [ "$ptotal" != 1.00 ] || [ "$ppath" != 1.000 ]; then echo "FAIL: pipeline work ${ptotal}x / $ppath, want 1.00x / 1.000"; failed=1; fi
+if ! awk -v t="$btotal" -v p="$bpath" 'BEGIN { exit !(t > 1.0 && p > 0.5 && p < 1.0) }'; then
+    echo "FAIL: parallel work ${btotal}x / critical path $bpath"; failed=1
 fi
 exit $failed

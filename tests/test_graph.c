@@ -312,6 +312,37 @@ static void test_bands_stitch(void **state) {
     free_tiny(g);
 }
 
+/* A band's MACs count the rows each node materializes, halo included. */
+static void test_segment_macs(void **state) {
+    (void)state;
+    si_err_t err = {{0}};
+    si_graph_t *g = tiny_graph();
+    assert_int_equal(si_graph_finish(g, NULL), 0);
+    si_segment_t s;
+    si_band_t band;
+    /* The first conv alone: 8 out x 4 in x 3x3 x 9x9 outputs. */
+    assert_int_equal(si_graph_segment(g, "#0..#1", &s, &err), 0);
+    assert_int_equal(si_segment_macs(g, &s, NULL), 8 * 4 * 9 * 9 * 9);
+    assert_int_equal(si_graph_band(g, &s, 0, 5, &band, &err), 0);
+    assert_int_equal(si_segment_macs(g, &s, &band), 8 * 4 * 9 * 5 * 9);
+    si_band_free(&band);
+    /* The block on 5x5 maps: 1x1 (8x8), depthwise 3x3 (8x9), 1x1 (8x8). Output
+     * rows [0, 2) need rows [0, 3) of the depthwise conv's input: the first
+     * 1x1 computes one halo row more than the others. */
+    assert_int_equal(si_graph_segment(g, "#1..#3", &s, &err), 0);
+    assert_int_equal(si_segment_macs(g, &s, NULL), (64 + 72 + 64) * 25);
+    assert_int_equal(si_graph_band(g, &s, 0, 2, &band, &err), 0);
+    assert_int_equal(si_segment_macs(g, &s, &band), 64 * 5 * 3 + 72 * 5 * 2 + 64 * 5 * 2);
+    si_band_free(&band);
+    /* The whole graph, with the dense layer a band computes whole. */
+    assert_int_equal(si_graph_segment(g, NULL, &s, &err), 0);
+    uint64_t sum = 0;
+    for (int i = 0; i < g->n_nodes; i++) sum += si_node_macs(g, &g->nodes[i]);
+    assert_int_equal(si_segment_macs(g, &s, NULL), sum);
+    assert_int_equal(sum, 23328 + 5000 + 40);
+    free_tiny(g);
+}
+
 static void test_sfm_roundtrip(void **state) {
     (void)state;
     si_err_t err = {{0}};
@@ -562,6 +593,7 @@ int main(void) {
         cmocka_unit_test(test_bad_graphs),
         cmocka_unit_test(test_engine_matches_reference),
         cmocka_unit_test(test_bands_stitch),
+        cmocka_unit_test(test_segment_macs),
         cmocka_unit_test(test_sfm_roundtrip),
         cmocka_unit_test(test_sfm_prepacked),
         cmocka_unit_test(test_winograd),
