@@ -59,6 +59,7 @@ static int parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
         {'l', NULL, "--plans", 1},   {'I', NULL, "--images", 1},  {'R', NULL, "--runtime", 1},
         {'C', NULL, "--cpus", 1},    {'M', NULL, "--memory", 1},  {'c', NULL, "--concurrency", 1},
         {'D', NULL, "--cold", 1},    {'O', NULL, "--out", 1},     {'S', NULL, "--seconds", 1},
+        {'X', NULL, "--next", 1},
     };
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -100,6 +101,7 @@ static int parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
         case 'c': o->concurrency = v; break;
         case 'D': if (int_arg(a, v, 1, 1000, &o->cold)) return 1; break;
         case 'O': o->out = v; break;
+        case 'X': o->next = v; break;
         case 'S': if (int_arg(a, v, 1, 3600, &o->seconds)) return 1; break;
         case 'b': if (int_arg(a, v, 1, 4096, &o->batch)) return 1; break;
         case 'w': if (int_arg(a, v, 0, 1000000, &o->warmup)) return 1; break;

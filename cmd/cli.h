@@ -31,6 +31,7 @@ typedef struct cli_opts {
     const char *plan;    /* --plan PLAN.json */
     const char *workdir; /* --workdir DIR (up) */
     int bands;           /* --bands K (stage: warm every band of K) */
+    const char *next;    /* --next URL (stage: the function chained requests go on to) */
     /* bench --plans (cmd/benchplans.c) */
     const char *plans;       /* --plans a,b,c: plan names (plans/NAME.json) or paths */
     const char *images;      /* --images DIR of PNG files */

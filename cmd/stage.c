@@ -6,7 +6,14 @@
  *   GET  /metrics    Prometheus text
  *
  * Two HTTP workers: one computes while the other still answers probes and
- * scrapes (compute itself is serialized inside lib/stage). */
+ * scrapes (compute itself is serialized inside lib/stage).
+ *
+ * --next URL: the function a chained request (StageRequest.then) goes on
+ * to. The worker that computed then waits for it, without the compute lock,
+ * so such a stage has four workers: two may wait on the rest of the chain
+ * while a third computes. Its errors come back as 503 (next function down),
+ * 504 (it ran out of the caller's time) or 502 (it answered an error). */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +21,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "httpc.h"
 #include "modelfile.h"
 #include "serve.h"
 #include "stage.h"
@@ -24,7 +32,57 @@ typedef struct stage_srv {
     serve_metrics_t m;
     si_metric_t *phase;   /* splitinfer_stage_phase_seconds{function,phase} */
     si_metric_t *errors;  /* splitinfer_stage_errors_total{function,kind} */
+    char next_url[SI_ERR_MAX]; /* --next + "/v1/stage", "" when none */
+    pthread_key_t client_key;  /* per worker thread: its si_httpc_t to next_url */
 } stage_srv_t;
+
+static void client_free(void *c) { si_httpc_free(c); }
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Passes a chained call on: reply->packed (the next function's request) goes
+ * to next_url, and its answer becomes reply's. 0, or an HTTP status with err
+ * set. One retry when the connection failed or broke: a stage call is
+ * idempotent. */
+static int forward(stage_srv_t *s, si_stage_reply_t *reply, si_err_t *err) {
+    si_httpc_t *c = pthread_getspecific(s->client_key);
+    if (!c && (c = si_httpc_new())) pthread_setspecific(s->client_key, c);
+    if (!c) return si_err_set(err, "out of memory"), 500;
+    static const char *const hdrs[] = {"Expect:", NULL}; /* as the gateway: no 100 round trip */
+    si_httpc_call_t call = {.url = s->next_url, .content_type = "application/x-protobuf",
+                            .iov = reply->packed.iov, .iovcnt = reply->packed.iovcnt,
+                            .timeout_ms = reply->forward_timeout_ms, .headers = hdrs};
+    si_httpc_resp_t r;
+    double t0 = now_s();
+    si_httpc_post_many(c, 1, &call, &r, err);
+    if (r.error == SI_HTTPC_CONNECT || r.error == SI_HTTPC_IO) {
+        si_httpc_resp_free(&r);
+        si_httpc_post_many(c, 1, &call, &r, err);
+    }
+    uint64_t us = (uint64_t)((now_s() - t0) * 1e6);
+    int status = 0;
+    if (r.error != SI_HTTPC_OK) {
+        si_err_set(err, "next function: %s", r.error_msg);
+        status = r.error == SI_HTTPC_CONNECT ? 503 : r.error == SI_HTTPC_TIMEOUT ? 504 : 502;
+    } else if (r.status != 200) {
+        si_err_set(err, "next function %s answered %d: %.*s", s->next_url, r.status,
+                   (int)(r.len > 300 ? 300 : r.len), r.body ? r.body : "");
+        status = r.status == 503 || r.status == 504 ? r.status : 502;
+    } else {
+        char *body = r.body;
+        r.body = NULL;
+        if (si_stage_chain_reply(reply, body, r.len, us, err) < 0) {
+            si_err_prefix(err, "next function %s: bad reply", s->next_url);
+            status = 502;
+        }
+    }
+    si_httpc_resp_free(&r);
+    return status;
+}
 
 static void free_reply(void *p) {
     si_stage_reply_free(p);
@@ -49,10 +107,17 @@ static int on_stage(si_http_req_t *req, si_http_resp_t *resp, void *ud) {
         int status = st == SI_STAGE_BAD_MESSAGE ? 400 : st == SI_STAGE_BAD_SHAPE ? 422 : 500;
         return si_http_json_error(resp, status, si_http_status_code(status), "%s", err.msg);
     }
-    const char *phases[] = {"decode", "queue", "compute", "encode"};
+    int fwd = reply->forward, status = fwd ? forward(s, reply, &err) : 0;
+    if (status) {
+        const char *lv[] = {fn, status == 503 ? "next_down" : status == 504 ? "next_timeout" : "next_error"};
+        si_metrics_inc(s->errors, lv, NULL);
+        free_reply(reply);
+        return si_http_json_error(resp, status, si_http_status_code(status), "%s", err.msg);
+    }
+    const char *phases[] = {"decode", "queue", "compute", "encode", "forward"};
     uint64_t us[] = {reply->timings.decode_us, reply->timings.queue_us,
-                     reply->timings.compute_us, reply->timings.encode_us};
-    for (int i = 0; i < 4; i++) {
+                     reply->timings.compute_us, reply->timings.encode_us, reply->timings.forward_us};
+    for (int i = 0; i < 4 + fwd; i++) {
         const char *lv[] = {fn, phases[i]};
         si_metrics_observe(s->phase, lv, (double)us[i] * 1e-6, NULL);
     }
@@ -81,11 +146,11 @@ static int on_readyz(si_http_req_t *req, si_http_resp_t *resp, void *ud) {
 
 int si_cmd_stage(int argc, char **argv) {
     cli_opts_t o;
-    if (cli_parse(argc, argv, "mstpHNBK", &o)) return 1;
+    if (cli_parse(argc, argv, "mstpHNBKX", &o)) return 1;
     if (o.n_args) {
         free(o.args);
         return cli_fail("usage: splitinfer stage -m MODEL [--segment A..B] [--port P] [--threads N] "
-                        "[--host ADDR] [--name NAME] [--band k/K | --bands K]");
+                        "[--host ADDR] [--name NAME] [--band k/K | --bands K] [--next URL]");
     }
     double t0 = cli_now_ms();
     serve_block_signals();
@@ -93,7 +158,25 @@ int si_cmd_stage(int argc, char **argv) {
     stage_srv_t s = {0};
     si_err_t err = {{0}};
     si_http_server_t *srv = NULL;
-    int rc = 1;
+    int rc = 1, have_key = 0;
+    if (o.next) {
+        size_t n = strlen(o.next);
+        while (n && o.next[n - 1] == '/') n--;
+        if (strncmp(o.next, "http://", 7) && strncmp(o.next, "https://", 8)) {
+            cli_fail("--next wants an http:// or https:// URL, got '%s'", o.next);
+            goto out;
+        }
+        if (n + sizeof "/v1/stage" > sizeof s.next_url) {
+            cli_fail("--next URL too long");
+            goto out;
+        }
+        snprintf(s.next_url, sizeof s.next_url, "%.*s/v1/stage", (int)n, o.next);
+        if (pthread_key_create(&s.client_key, client_free)) {
+            cli_fail("out of memory");
+            goto out;
+        }
+        have_key = 1;
+    }
     if (!o.model) {
         cli_fail("no model: pass -m MODEL or set SPLITINFER_MODEL");
         goto out;
@@ -110,6 +193,7 @@ int si_cmd_stage(int argc, char **argv) {
         cli_fail("%s", err.msg);
         goto out;
     }
+    si_stage_set_next(s.stage, o.next != NULL);
     static const char *const fp[] = {"function", "phase"}, *const fk[] = {"function", "kind"};
     const char *name = o.name ? o.name : segment;
     if (serve_metrics_init(&s.m, name, &err) < 0 ||
@@ -126,7 +210,7 @@ int si_cmd_stage(int argc, char **argv) {
     const si_graph_t *sg = si_stage_graph(s.stage);
     size_t in_bytes = si_value_numel(&sg->values[si_stage_segment(s.stage)->in]) * sizeof(float);
     si_http_config_t cfg = {.host = o.host ? o.host : "0.0.0.0", .port = serve_port(o.port),
-                            .n_threads = 2, .input_buffer_bytes = in_bytes + 16384,
+                            .n_threads = o.next ? 4 : 2, .input_buffer_bytes = in_bytes + 16384,
                             .on_access = serve_on_access, .access_ud = &s.m};
     if (!(srv = si_http_server_new(&cfg, &err)) ||
         si_http_route(srv, "POST", "/v1/stage", on_stage, &s, &err) < 0 ||
@@ -152,8 +236,9 @@ int si_cmd_stage(int argc, char **argv) {
                                          (const char *const[]){"function"}, &err);
     if (load) si_metrics_set(load, (const char *const[]){name}, (t2 - t0) / 1e3, NULL);
     atomic_store(&s.ready, 1);
-    fprintf(stderr, "splitinfer stage %s: serving %s on port %d (load %.0f ms, warm-up %.0f ms)\n",
-            name, segment, si_http_server_port(srv), t1 - t0, t2 - t1);
+    fprintf(stderr, "splitinfer stage %s: serving %s on port %d (load %.0f ms, warm-up %.0f ms)%s%s\n",
+            name, segment, si_http_server_port(srv), t1 - t0, t2 - t1, o.next ? ", chained to " : "",
+            o.next ? o.next : "");
     int sig = serve_wait();
     fprintf(stderr, "splitinfer stage %s: signal %d, finishing requests in flight\n", name, sig);
     si_http_server_stop(srv);
@@ -162,6 +247,7 @@ out:
     si_http_server_free(srv);
     si_stage_free(s.stage);
     if (s.m.reg) si_metrics_free(s.m.reg);
+    if (have_key) pthread_key_delete(s.client_key);
     free(o.args);
     return rc;
 }

@@ -72,6 +72,22 @@ int si_cmd_up(int argc, char **argv) {
         goto out;
     }
     snprintf(threads, sizeof threads, "%d", o.threads ? o.threads : 1);
+    int total = 0;
+    for (int i = 0; i < plan->n_steps; i++) total += plan->steps[i].bands;
+    if (total > UP_MAX_PROCS - 1) {
+        cli_fail("the plan has %d functions; up runs at most %d", total, UP_MAX_PROCS - 1);
+        goto out;
+    }
+    /* Every function's port first: a chained function is started with the
+     * next one's URL. */
+    for (int i = 0, m = 0; i < plan->n_steps; i++) {
+        si_plan_step_t *ps = &plan->steps[i];
+        ps->n_functions = ps->bands;
+        for (int k = 0; k < ps->bands; k++, m++) {
+            procs[m].port = launch_free_port();
+            snprintf(ps->functions[k], SI_PLAN_MAX_URL, "http://127.0.0.1:%d", procs[m].port);
+        }
+    }
     for (int i = 0; i < plan->n_steps; i++) {
         si_plan_step_t *ps = &plan->steps[i];
         snprintf(path, sizeof path, "%s/step%d.sfm", dir, i);
@@ -79,10 +95,8 @@ int si_cmd_up(int argc, char **argv) {
             cli_fail("step %d (%s): %s", i, ps->segment, err.msg);
             goto out;
         }
-        ps->n_functions = ps->bands;
         for (int k = 0; k < ps->bands; k++) {
             launch_proc_t *p = &procs[n++];
-            p->port = launch_free_port();
             char port[16];
             snprintf(port, sizeof port, "%d", p->port);
             snprintf(p->name, sizeof p->name, "step%d-band%d", i, k);
@@ -99,7 +113,8 @@ int si_cmd_up(int argc, char **argv) {
                 snprintf(band, sizeof band, "%d/%d", k, ps->bands);
                 launch_arg(p, "--band"), launch_arg(p, band);
             }
-            snprintf(ps->functions[k], SI_PLAN_MAX_URL, "http://127.0.0.1:%d", p->port);
+            const char *next = si_plan_next_function(plan, i);
+            if (next[0]) launch_arg(p, "--next"), launch_arg(p, next);
             if (p->port < 0 || launch_spawn(p) < 0) {
                 cli_fail("cannot start %s: %s", p->name, strerror(errno));
                 goto out;

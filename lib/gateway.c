@@ -135,23 +135,55 @@ static void place_rows(const uint8_t *band, int c, int h, size_t row, int a, int
     for (int p = 0; p < c; p++) memcpy(y + ((size_t)p * (size_t)h + (size_t)a) * row, band + (size_t)p * n, n);
 }
 
+/* How a call that got no 200 failed. A function that answers 503 or 504
+ * says the same of a function after it in a chain. */
 static si_gateway_status_t from_httpc(const si_httpc_resp_t *r) {
-    if (r->error == SI_HTTPC_TIMEOUT) return SI_GW_UPSTREAM_TIMEOUT;
-    if (r->error == SI_HTTPC_CONNECT) return SI_GW_UPSTREAM_DOWN;
+    int st = r->error == SI_HTTPC_OK ? r->status : 0;
+    if (r->error == SI_HTTPC_TIMEOUT || st == 504) return SI_GW_UPSTREAM_TIMEOUT;
+    if (r->error == SI_HTTPC_CONNECT || st == 503) return SI_GW_UPSTREAM_DOWN;
     return SI_GW_UPSTREAM_ERROR;
 }
 
-/* Runs step i. Its full input is x, elements of encoding xdt: the caller's
+/* The traces of the steps [i, i + n) of one chained call, from the reply's
+ * timings: hop 0 is the gateway's call (round trip rt), hop m > 0 the call of
+ * the function before it, which reports that round trip as forward_us. */
+static int trace_chain(const si_gateway_t *gw, int i, int n, const si_wire_reply_t *rp, double rt,
+                       size_t sent, size_t received, si_gateway_step_trace_t *tr, si_err_t *err) {
+    if (rp->n_chain != n - 1)
+        return si_err_set(err, "replied with the timings of %d functions for a chain of %d",
+                           rp->n_chain + 1, n);
+    size_t es = si_wire_dtype_size(gw->dtype);
+    double call = rt; /* round trip of the call into hop m, as its caller saw it */
+    for (int m = 0; m < n; m++) {
+        const si_wire_timings_t *t = m == 0 ? &rp->timings : &rp->chain[m - 1];
+        double down = (double)t->forward_us * 1e-6, own = (double)si_wire_timings_own_us(t) * 1e-6;
+        double net = call - own - down;
+        tr[m].network = net > 0 ? net : 0;
+        tr[m].compute = (double)t->compute_us * 1e-6;
+        tr[m].seconds = call - down;
+        /* The gateway sees only the first request; the hops after it carry
+         * the step's input tensor (counted without its few header bytes). */
+        tr[m].bytes_sent = m == 0 ? sent : si_value_numel(&gw->g->values[gw->steps[i + m].seg.in]) * es;
+        tr[m].bytes_received = received; /* the run's output, passed back hop by hop */
+        call = down;
+    }
+    return 0;
+}
+
+/* Runs the call of steps [i, j): one step (j = i + 1), or a chained run of
+ * one-band steps. Its full input is x, elements of encoding xdt: the caller's
  * float32 for the first step, else the previous step's output in the plan's
- * dtype. The output goes, in the plan's dtype, to *y (the last reply kept
- * whole, or the bands stitched), or converted to float32 into out when out is
- * not NULL (the last step). */
-static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i, const void *x,
-                                    si_wire_dtype_t xdt, held_t *y, float *out,
+ * dtype. The output of step j - 1 goes, in the plan's dtype, to *y (the last
+ * reply kept whole, or the bands stitched), or converted to float32 into out
+ * when out is not NULL (the last step). tr: the traces of steps i..j-1. */
+static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i, int j,
+                                    const void *x, si_wire_dtype_t xdt, held_t *y, float *out,
                                     si_gateway_step_trace_t *tr, si_err_t *err) {
     const step_t *st = &gw->steps[i];
-    const si_value_t *xv = &gw->g->values[st->seg.in], *yv = &gw->g->values[st->seg.out];
+    const si_value_t *xv = &gw->g->values[st->seg.in], *yv = &gw->g->values[gw->steps[j - 1].seg.out];
     int K = st->bands;
+    const char *then[SI_PLAN_MAX_STEPS];
+    for (int m = i + 1; m < j; m++) then[m - i - 1] = gw->plan.steps[m].segment;
     /* x goes out as it lies when it is in the wire's encoding already; else
      * (float32 input, fp16/bf16 plan) it is converted by the encoder. */
     int as_is = xdt == gw->dtype;
@@ -164,7 +196,7 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
     si_httpc_call_t calls[SI_PLAN_MAX_BANDS];
     si_httpc_resp_t resps[SI_PLAN_MAX_BANDS];
     memset(resps, 0, sizeof resps);
-    memset(tr, 0, sizeof *tr);
+    memset(tr, 0, (size_t)(j - i) * sizeof *tr);
     memset(y, 0, sizeof *y);
     double t0 = now_s();
     for (int k = 0; k < K; k++) {
@@ -180,6 +212,8 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
             rq.input.data = x;
         rq.input.dtype = gw->dtype;
         rq.reply_dtype = gw->dtype;
+        rq.then = then, rq.n_then = j - i - 1;
+        rq.timeout_ms = gw->plan.timeout_ms;
         if (xv->ndim == 4) {
             int h = r->in_end - r->in_begin;
             rq.input.dims[2] = h;
@@ -201,7 +235,8 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
                     rq.input.data = slices[k];
                 }
             }
-            rq.out_row_begin = r->out_begin, rq.out_row_end = r->out_end;
+            /* A chain passes whole tensors: 0, 0 says all rows. */
+            if (j == i + 1) rq.out_row_begin = r->out_begin, rq.out_row_end = r->out_end;
         }
         /* fp32, or bytes encoded already, go out as [header][the elements
          * where they lie]: no copy. */
@@ -277,13 +312,22 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
             rc = SI_GW_UPSTREAM_ERROR;
             goto out;
         }
-        double own = (double)(rp.timings.decode_us + rp.timings.queue_us + rp.timings.compute_us +
-                              rp.timings.encode_us) * 1e-6;
-        double net = resps[k].seconds - own;
-        tr->network += net > 0 ? net : 0;
-        double comp = (double)rp.timings.compute_us * 1e-6;
-        if (comp > tr->compute) tr->compute = comp;
-        tr->bytes_received += resps[k].len;
+        if (j > i + 1) {
+            if (trace_chain(gw, i, j - i, &rp, resps[k].seconds, tr->bytes_sent, resps[k].len, tr,
+                            err) < 0) {
+                si_err_prefix(err, "step %d: %s", i, st->urls[k]);
+                si_wire_reply_free(&rp);
+                rc = SI_GW_UPSTREAM_ERROR;
+                goto out;
+            }
+        } else {
+            double own = (double)si_wire_timings_own_us(&rp.timings) * 1e-6;
+            double net = resps[k].seconds - own;
+            tr->network += net > 0 ? net : 0;
+            double comp = (double)rp.timings.compute_us * 1e-6;
+            if (comp > tr->compute) tr->compute = comp;
+            tr->bytes_received += resps[k].len;
+        }
         if (keep) {
             y->rp = rp; /* the elements lie in the body: both stay alive */
             y->body = resps[k].body;
@@ -300,7 +344,7 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
     if (out) si_wire_unpack_elems(gw->dtype, held_bytes(y), numel, out);
     rc = SI_GW_OK;
 out:
-    tr->seconds = now_s() - t0;
+    if (j == i + 1) tr->seconds = now_s() - t0;
     if (rc != SI_GW_OK || out) held_free(y);
     for (int k = 0; k < K; k++) {
         free(slices[k]);
@@ -321,11 +365,12 @@ si_gateway_status_t si_gateway_run(si_gateway_t *gw, si_httpc_t *client, const f
     si_wire_dtype_t xdt = SI_WIRE_FP32;
     held_t cur = {0}; /* the previous step's output: x, until the next step has sent it */
     si_gateway_status_t rc = SI_GW_OK;
-    for (int i = 0; i < gw->plan.n_steps && rc == SI_GW_OK; i++) {
-        int last = i == gw->plan.n_steps - 1;
+    for (int i = 0, j; i < gw->plan.n_steps && rc == SI_GW_OK; i = j) {
+        j = si_plan_call_end(&gw->plan, i);
+        int last = j == gw->plan.n_steps;
         held_t next;
-        rc = run_step(gw, client, i, x, xdt, &next, last ? out : NULL, &trace->steps[i], err);
-        trace->n_steps = i + 1;
+        rc = run_step(gw, client, i, j, x, xdt, &next, last ? out : NULL, &trace->steps[i], err);
+        trace->n_steps = j;
         held_free(&cur);
         cur = next;
         x = held_bytes(&cur), xdt = gw->dtype;

@@ -83,7 +83,8 @@ int si_plan_parse(const char *text, size_t len, si_plan_t *p, si_err_t *err) {
     json_t *v;
     json_object_foreach(root, key, v) {
         if (strcmp(key, "name") && strcmp(key, "model") && strcmp(key, "dtype") &&
-            strcmp(key, "timeout_ms") && strcmp(key, "steps") && strcmp(key, "comment")) {
+            strcmp(key, "timeout_ms") && strcmp(key, "steps") && strcmp(key, "comment") &&
+            strcmp(key, "chain")) {
             si_err_set(err, "plan: unknown key \"%s\"", key);
             goto out;
         }
@@ -97,6 +98,12 @@ int si_plan_parse(const char *text, size_t len, si_plan_t *p, si_err_t *err) {
         si_err_set(err, "plan: dtype \"%s\" is not fp32, bf16 or fp16", p->dtype);
         goto out;
     }
+    json_t *chain = json_object_get(root, "chain");
+    if (chain && !json_is_boolean(chain)) {
+        si_err_set(err, "plan: \"chain\" must be true or false");
+        goto out;
+    }
+    p->chain = chain && json_is_true(chain);
     json_t *steps = json_object_get(root, "steps");
     if (!json_is_array(steps) || json_array_size(steps) == 0 ||
         json_array_size(steps) > SI_PLAN_MAX_STEPS) {
@@ -133,8 +140,9 @@ char *si_plan_dump(const si_plan_t *p) {
         json_array_append_new(steps, json_pack("{s:s, s:i, s:o}", "segment", s->segment, "bands",
                                                s->bands, "functions", f));
     }
-    json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:o}", "name", p->name, "model", p->model, "dtype",
-                          p->dtype, "timeout_ms", p->timeout_ms, "steps", steps);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:b, s:o}", "name", p->name, "model", p->model,
+                          "dtype", p->dtype, "timeout_ms", p->timeout_ms, "chain", p->chain,
+                          "steps", steps);
     char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(o);
     return s;
@@ -170,4 +178,17 @@ int si_plan_check(const si_plan_t *p, const si_graph_t *g, si_segment_t *segs, s
 const char *si_plan_function(const si_plan_step_t *s, int k) {
     if (s->n_functions == 0) return "";
     return s->functions[s->n_functions == 1 ? 0 : k];
+}
+
+int si_plan_call_end(const si_plan_t *p, int i) {
+    int j = i + 1;
+    if (p->chain && p->steps[i].bands == 1)
+        while (j < p->n_steps && p->steps[j].bands == 1) j++;
+    return j;
+}
+
+const char *si_plan_next_function(const si_plan_t *p, int i) {
+    if (!p->chain || i + 1 >= p->n_steps || p->steps[i].bands != 1 || p->steps[i + 1].bands != 1)
+        return "";
+    return si_plan_function(&p->steps[i + 1], 0);
 }

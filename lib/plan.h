@@ -12,6 +12,7 @@
  *     "model": "resnet50",           name served on the OIP v2 API
  *     "dtype": "fp32",               wire dtype of activations: fp32|bf16|fp16
  *     "timeout_ms": 10000,           per call to a function
+ *     "chain": false,                true: see below
  *     "steps": [
  *       { "segment": "stem", "bands": 1, "functions": ["http://127.0.0.1:9001"] },
  *       ... ] }
@@ -19,6 +20,15 @@
  * "functions" holds either one URL per band, or one URL for every band (a
  * Service that autoscales and is called K times at once). It may be empty
  * in a plan template: `splitinfer up` fills it with the processes it starts.
+ *
+ * "chain": true makes each run of consecutive one-band steps one call: the
+ * gateway sends the run's input to its first function, each function passes
+ * its output straight on to the next (started with `stage --next` = the next
+ * step's function), and the last answers back along the run. Activations
+ * cross one hop instead of two. A banded step is never chained (the gateway
+ * cuts and stitches its bands). The price, on Knative: a function waiting for
+ * the rest of the run still counts as busy (a request in flight), so the
+ * concurrency autoscaler sees its requests last as long as the whole run.
  */
 #ifndef SI_PLAN_H
 #define SI_PLAN_H
@@ -42,6 +52,7 @@ typedef struct si_plan {
     char model[SI_MAX_NAME];
     char dtype[8];  /* "fp32", "bf16" or "fp16" */
     int timeout_ms; /* per function call */
+    int chain;      /* runs of one-band steps are chained (see above) */
     int n_steps;
     si_plan_step_t steps[SI_PLAN_MAX_STEPS];
 } si_plan_t;
@@ -62,5 +73,13 @@ int si_plan_check(const si_plan_t *p, const si_graph_t *g, si_segment_t *segs, s
 
 /* URL of the function that computes band k of step s ("" when unassigned). */
 const char *si_plan_function(const si_plan_step_t *s, int k);
+
+/* One past the last step of the call that starts at step i: the end of its
+ * chained run, or i + 1. */
+int si_plan_call_end(const si_plan_t *p, int i);
+
+/* The function step i's function passes its output on to (its --next): step
+ * i + 1's, when the two are in one chained run; else "". */
+const char *si_plan_next_function(const si_plan_t *p, int i);
 
 #endif

@@ -28,6 +28,7 @@ struct si_stage {
     uint64_t tick;
     uint64_t last_encode_us; /* see si_stage_call */
     int threads; /* compute threads: the creating thread's si_engine_threads() */
+    int has_next; /* chained requests are passed on (si_stage_set_next) */
 };
 
 static uint64_t now_us(void) {
@@ -68,6 +69,8 @@ void si_stage_free(si_stage_t *s) {
     si_graph_free(s->g);
     free(s);
 }
+
+void si_stage_set_next(si_stage_t *s, int has_next) { s->has_next = has_next; }
 
 const si_segment_t *si_stage_segment(const si_stage_t *s) { return &s->seg; }
 const si_graph_t *si_stage_graph(const si_stage_t *s) { return s->g; }
@@ -138,6 +141,9 @@ static int check_request(const si_stage_t *s, const si_wire_request_t *rq, int *
                           x->ndim == 4 ? ",H,W" : "");
     if (t->dims[0] < 1 || t->dims[0] > 64)
         return si_err_set(err, "batch %lld outside 1..64", (long long)t->dims[0]);
+    if (rq->n_then && !s->has_next)
+        return si_err_set(err, "this function (%s) has no next function to pass its output on to "
+                          "%s: start it with --next URL", s->spec, rq->then[0]);
     *a = rq->out_row_begin, *b = rq->out_row_end;
     if (*a == 0 && *b == 0) *b = out_rows(s);
     if (*a < 0 || *b > out_rows(s) || *a >= *b)
@@ -185,23 +191,45 @@ si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
     }
     if (si_engine_run(c->engine, rq.input.data, reply->out, err) < 0) goto unlock;
     uint64_t t3 = now_us();
+    int od[4];
+    si_wire_tensor_t y = {.ndim = si_engine_out_dims(c->engine, od), .data = reply->out,
+                          .dtype = rq.reply_dtype};
+    for (int i = 0; i < y.ndim; i++) y.dims[i] = od[i];
+    reply->out_elems = (int64_t)si_engine_out_numel(c->engine);
+    if (rq.n_then) {
+        /* A chain: the output, whole, becomes the next function's input, in
+         * the chain's dtype, with the rest of the chain and the time left. */
+        si_wire_request_t next = {.request_id = rq.request_id, .segment = rq.then[0], .input = y,
+                                  .reply_dtype = rq.reply_dtype, .then = rq.then + 1,
+                                  .n_then = rq.n_then - 1};
+        if (rq.timeout_ms) {
+            /* We give up a little before our caller does (a tenth of the time
+             * left, at most 100 ms), and the next function gets what we wait:
+             * the error a caller sees then names the function that was slow. */
+            int64_t left = (int64_t)rq.timeout_ms - (int64_t)((t3 - t0) / 1000);
+            left -= left / 10 < 100 ? left / 10 : 100;
+            next.timeout_ms = (int32_t)(left < 1 ? 1 : left);
+            reply->forward_timeout_ms = next.timeout_ms;
+        }
+        if (si_wire_encode_request_iov(&next, &reply->packed, err) < 0) goto unlock;
+        snprintf(reply->request_id, sizeof reply->request_id, "%s", rq.request_id ? rq.request_id : "");
+        reply->timings = (si_wire_timings_t){t1 - t0, t2 - t1, t3 - t2, now_us() - t3, 0};
+        reply->forward = 1;
+        st = SI_STAGE_OK;
+        goto unlock;
+    }
     si_wire_reply_t rp;
     memset(&rp, 0, sizeof rp);
     rp.request_id = rq.request_id;
-    int od[4];
-    rp.output.ndim = si_engine_out_dims(c->engine, od);
-    for (int i = 0; i < rp.output.ndim; i++) rp.output.dims[i] = od[i];
-    rp.output.data = reply->out;
-    rp.output.dtype = rq.reply_dtype;
+    rp.output = y;
     rp.out_row0 = rp.output.ndim == 4 ? a : 0;
     /* The encode time of this reply is not known while packing it: report the
      * previous one's, which for the same band is the same work. */
-    rp.timings = (si_wire_timings_t){t1 - t0, t2 - t1, t3 - t2, s->last_encode_us};
+    rp.timings = (si_wire_timings_t){t1 - t0, t2 - t1, t3 - t2, s->last_encode_us, 0};
     if (si_wire_encode_reply_iov(&rp, &reply->packed, err) < 0) goto unlock;
     s->last_encode_us = now_us() - t3;
     reply->timings = rp.timings;
     reply->timings.encode_us = s->last_encode_us;
-    reply->out_elems = (int64_t)si_engine_out_numel(c->engine);
     st = SI_STAGE_OK;
 unlock:
     pthread_mutex_unlock(&s->lock);
@@ -210,8 +238,48 @@ unlock:
     return st;
 }
 
+int si_stage_chain_reply(si_stage_reply_t *reply, char *body, size_t len, uint64_t forward_us,
+                         si_err_t *err) {
+    free(reply->down_body);
+    reply->down_body = body;
+    si_wire_decode_opts_t raw = {.raw = 1};
+    si_wire_reply_t down;
+    if (si_wire_decode_reply_view(body, len, &down, &raw, err) < 0) return -1;
+    int rc = -1;
+    if (down.n_chain + 1 > SI_WIRE_MAX_CHAIN) {
+        si_err_set(err, "the chain after this function reports %d functions; at most %d",
+                   down.n_chain + 1, SI_WIRE_MAX_CHAIN);
+        goto out;
+    }
+    /* Ours first, then the next function's, then the ones after it. */
+    si_wire_reply_t rp;
+    memset(&rp, 0, sizeof rp);
+    rp.request_id = reply->request_id;
+    rp.output = down.output;
+    rp.output.data = NULL; /* the elements go on as they came: bytes */
+    rp.out_row0 = down.out_row0;
+    rp.timings = reply->timings;
+    rp.timings.forward_us = forward_us;
+    rp.chain[0] = down.timings;
+    memcpy(rp.chain + 1, down.chain, (size_t)down.n_chain * sizeof *down.chain);
+    rp.n_chain = down.n_chain + 1;
+    si_wire_packed_t packed;
+    if (si_wire_encode_reply_iov(&rp, &packed, err) < 0) goto out;
+    si_wire_packed_free(&reply->packed);
+    reply->packed = packed;
+    reply->timings = rp.timings;
+    free(reply->out); /* sent to the next function; no longer pointed at */
+    reply->out = NULL;
+    reply->forward = 0;
+    rc = 0;
+out:
+    si_wire_reply_free(&down);
+    return rc;
+}
+
 void si_stage_reply_free(si_stage_reply_t *reply) {
     si_wire_packed_free(&reply->packed);
     free(reply->out);
+    free(reply->down_body);
     memset(reply, 0, sizeof *reply);
 }

@@ -10,6 +10,14 @@
  * the engine's (OpenMP), and two requests computing at once on the same cores
  * would only slow each other down; time spent waiting is reported as queue
  * time.
+ *
+ * Chains (StageRequest.then, see proto/). A stage started with a next
+ * function answers a chained request in two parts: si_stage_call computes
+ * and packs the request for the next function instead of a reply, the
+ * server sends it there, and si_stage_chain_reply turns the answer into this
+ * stage's reply (the last function's output, every function's timings).
+ * The HTTP call between them is the server's (this module has no HTTP); the
+ * compute lock is not held while it waits.
  */
 #ifndef SI_STAGE_H
 #define SI_STAGE_H
@@ -37,10 +45,17 @@ typedef enum si_stage_status {
  * straight into the buffer that goes on the wire. Owned by the reply until
  * si_stage_reply_free (which a server calls once the bytes are written). */
 typedef struct si_stage_reply {
-    si_wire_packed_t packed;
+    si_wire_packed_t packed; /* the StageReply; when forward is set, the StageRequest
+                                for the next function */
     float *out; /* the output tensor, malloc'd per call (the iov may point into it) */
     si_wire_timings_t timings;
     int64_t out_elems; /* elements computed */
+    /* A chained call (forward set by si_stage_call): */
+    int forward;
+    int forward_timeout_ms; /* how long to wait for the next function: what the
+                               caller left (0: not said, wait as long as you like) */
+    char request_id[SI_WIRE_MAX_STR + 1];
+    char *down_body;        /* the next function's reply the packed reply points into */
 } si_stage_reply_t;
 
 /* Takes ownership of g. segment: the spec this stage serves ("layer2").
@@ -54,10 +69,25 @@ void si_stage_free(si_stage_t *s);
  * no compile and no page faults. */
 int si_stage_warmup(si_stage_t *s, int k, int K, si_err_t *err);
 
+/* Whether this stage has a next function to pass chained requests on to
+ * (default no: a chained request is then refused as BAD_SHAPE). */
+void si_stage_set_next(si_stage_t *s, int has_next);
+
 /* Answers one packed StageRequest. Thread-safe. On failure returns the status
- * class and err says why in a sentence fit for the client. */
+ * class and err says why in a sentence fit for the client. For a chained
+ * request reply->forward is set and reply->packed is the next function's
+ * request: send it, then call si_stage_chain_reply. */
 si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
                                 si_stage_reply_t *reply, si_err_t *err);
+
+/* Completes a chained call: body (len bytes, malloc'd; ownership passes to
+ * reply in every case) is the next function's 200 answer, which took
+ * forward_us. On success reply->packed is this stage's StageReply, carrying
+ * the answer's output as it came (by reference) and its timings after ours;
+ * on failure (a reply that is not a valid StageReply, a chain too long) -1,
+ * reply unchanged but for the body. */
+int si_stage_chain_reply(si_stage_reply_t *reply, char *body, size_t len, uint64_t forward_us,
+                         si_err_t *err);
 
 void si_stage_reply_free(si_stage_reply_t *reply);
 

@@ -300,6 +300,7 @@ static int check_row0(const si_wire_tensor_t *t, int32_t row0, const char *what,
     return 0;
 }
 
+/* Rows, and what a chain adds: its segments and whole tensors. */
 static int check_request_rows(const si_wire_request_t *r, si_err_t *err) {
     if (check_row0(&r->input, r->input_row0, "StageRequest.input_row0", err)) return -1;
     int32_t b = r->out_row_begin, e = r->out_row_end;
@@ -308,7 +309,23 @@ static int check_request_rows(const si_wire_request_t *r, si_err_t *err) {
     if (!(b == 0 && e == 0) && b >= e)
         return si_err_set(err, "StageRequest: output rows [%d, %d) empty (0, 0 means all rows)",
                           (int)b, (int)e);
+    if (r->timeout_ms < 0) return si_err_set(err, "StageRequest: timeout_ms %d negative", (int)r->timeout_ms);
+    if (r->n_then < 0 || r->n_then > SI_WIRE_MAX_CHAIN)
+        return si_err_set(err, "StageRequest: %d chained segments; at most %d", r->n_then,
+                          SI_WIRE_MAX_CHAIN);
+    for (int i = 0; i < r->n_then; i++) {
+        if (!r->then[i] || !r->then[i][0])
+            return si_err_set(err, "StageRequest.then[%d]: empty segment", i);
+        if (check_str(r->then[i], "StageRequest.then", err)) return -1;
+    }
+    if (r->n_then && (b || e))
+        return si_err_set(err, "StageRequest: a chain passes whole tensors, not output rows [%d, %d)",
+                          (int)b, (int)e);
     return 0;
+}
+
+uint64_t si_wire_timings_own_us(const si_wire_timings_t *t) {
+    return t->decode_us + t->queue_us + t->compute_us + t->encode_us;
 }
 
 /* ---- packing ---- */
@@ -435,26 +452,55 @@ static int request_to_pb(const si_wire_request_t *r, Splitinfer__StageRequest *m
     m->out_row_begin = r->out_row_begin;
     m->out_row_end = r->out_row_end;
     m->reply_dtype = (Splitinfer__Tensor__DType)r->reply_dtype;
+    m->n_then = (size_t)r->n_then;
+    m->then = (char **)r->then; /* packing only reads */
+    m->timeout_ms = r->timeout_ms;
     m->input = t;
     return 0;
 }
 
-static int reply_to_pb(const si_wire_reply_t *r, Splitinfer__StageReply *m, Splitinfer__Timings *tm,
+static void timings_to_pb(const si_wire_timings_t *t, Splitinfer__Timings *tm) {
+    splitinfer__timings__init(tm);
+    tm->decode_us = t->decode_us;
+    tm->queue_us = t->queue_us;
+    tm->compute_us = t->compute_us;
+    tm->encode_us = t->encode_us;
+    tm->forward_us = t->forward_us;
+}
+
+static void timings_from_pb(const Splitinfer__Timings *tm, si_wire_timings_t *t) {
+    *t = (si_wire_timings_t){tm->decode_us, tm->queue_us, tm->compute_us, tm->encode_us,
+                             tm->forward_us};
+}
+
+/* A reply's timings as protobuf-c wants them: [0] its own, [1..] the chain's,
+ * with chainp pointing at [1..]. */
+typedef struct reply_timings {
+    Splitinfer__Timings t[1 + SI_WIRE_MAX_CHAIN];
+    Splitinfer__Timings *chainp[SI_WIRE_MAX_CHAIN];
+} reply_timings_t;
+
+static int reply_to_pb(const si_wire_reply_t *r, Splitinfer__StageReply *m, reply_timings_t *tm,
                        Splitinfer__Tensor *t, si_err_t *err) {
     if (!r) return si_err_set(err, "StageReply: NULL");
     if (check_str(r->request_id, "StageReply.request_id", err) ||
         tensor_to_pb(&r->output, t, "StageReply.output", err) ||
         check_row0(&r->output, r->out_row0, "StageReply.out_row0", err))
         return -1;
-    splitinfer__timings__init(tm);
-    tm->decode_us = r->timings.decode_us;
-    tm->queue_us = r->timings.queue_us;
-    tm->compute_us = r->timings.compute_us;
-    tm->encode_us = r->timings.encode_us;
+    if (r->n_chain < 0 || r->n_chain > SI_WIRE_MAX_CHAIN)
+        return si_err_set(err, "StageReply: %d chained timings; at most %d", r->n_chain,
+                          SI_WIRE_MAX_CHAIN);
+    timings_to_pb(&r->timings, &tm->t[0]);
+    for (int i = 0; i < r->n_chain; i++) {
+        timings_to_pb(&r->chain[i], &tm->t[1 + i]);
+        tm->chainp[i] = &tm->t[1 + i];
+    }
     splitinfer__stage_reply__init(m);
     m->request_id = (char *)(r->request_id ? r->request_id : protobuf_c_empty_string);
     m->out_row0 = r->out_row0;
-    m->timings = tm;
+    m->timings = &tm->t[0];
+    m->n_chain = (size_t)r->n_chain;
+    m->chain = tm->chainp;
     m->output = t;
     return 0;
 }
@@ -476,7 +522,7 @@ int si_wire_encode_request_iov(const si_wire_request_t *req, si_wire_packed_t *o
 
 int si_wire_encode_reply(const si_wire_reply_t *rep, uint8_t **out, size_t *len, si_err_t *err) {
     Splitinfer__StageReply m;
-    Splitinfer__Timings tm;
+    reply_timings_t tm;
     Splitinfer__Tensor t;
     if (reply_to_pb(rep, &m, &tm, &t, err)) return -1;
     return pack(&m.base, &rep->output, &t, out, len, NULL, err);
@@ -484,7 +530,7 @@ int si_wire_encode_reply(const si_wire_reply_t *rep, uint8_t **out, size_t *len,
 
 int si_wire_encode_reply_iov(const si_wire_reply_t *rep, si_wire_packed_t *out, si_err_t *err) {
     Splitinfer__StageReply m;
-    Splitinfer__Timings tm;
+    reply_timings_t tm;
     Splitinfer__Tensor t;
     if (reply_to_pb(rep, &m, &tm, &t, err)) return -1;
     return pack(&m.base, &rep->output, &t, NULL, NULL, out, err);
@@ -631,53 +677,85 @@ static int rd_tensor(const uint8_t *p, size_t n, raw_tensor_t *t) {
     return 0;
 }
 
-static int rd_string(const uint8_t *pl, uint64_t len, char **dst, char *pool, size_t *used) {
+/* The strings of a *_view decode, owned by the decoded struct: request_id,
+ * segment and then[], each NUL-terminated. */
+typedef struct str_pool {
+    const char *then[SI_WIRE_MAX_CHAIN];
+    size_t used;
+    char bytes[(2 + SI_WIRE_MAX_CHAIN) * (SI_WIRE_MAX_STR + 1)];
+} str_pool_t;
+
+static int rd_string(const uint8_t *pl, uint64_t len, char **dst, str_pool_t *pool) {
     if (len > SI_WIRE_MAX_STR || memchr(pl, 0, len)) return -1;
-    *dst = pool + *used;
+    *dst = pool->bytes + pool->used;
     memcpy(*dst, pl, len);
     (*dst)[len] = 0;
-    *used += len + 1;
+    pool->used += len + 1;
     return 0;
 }
 
 /* Reads a StageRequest; 0 and the parts, or -1 when it is not canonical. */
 static int rd_request(const uint8_t *buf, size_t len, si_wire_request_t *q, raw_tensor_t *t,
-                      char *pool) {
+                      str_pool_t *pool) {
     rd_t r = {buf, buf + len};
     unsigned seen = 0;
-    size_t used = 0;
-    char *id = NULL, *seg = NULL;
+    char *id = NULL, *seg = NULL, *then;
     int have_tensor = 0;
     while (r.p < r.end) {
         uint32_t num;
         int wire;
         uint64_t v = 0;
         const uint8_t *pl = NULL;
-        if (rd_field(&r, &num, &wire, &v, &pl) < 0 || num < 1 || num > 7 || (seen & (1u << num)))
+        if (rd_field(&r, &num, &wire, &v, &pl) < 0 || num < 1 || num > 15 || num == 7 ||
+            (num > 9 && num < 15) || (num != 8 && (seen & (1u << num))))
             return -1;
         seen |= 1u << num;
-        if ((num <= 2 || num == 7) != (wire == 2)) return -1;
+        if ((num <= 2 || num == 8 || num == 15) != (wire == 2)) return -1;
         switch (num) {
-        case 1: if (rd_string(pl, v, &id, pool, &used) < 0) return -1; break;
-        case 2: if (rd_string(pl, v, &seg, pool, &used) < 0) return -1; break;
+        case 1: if (rd_string(pl, v, &id, pool) < 0) return -1; break;
+        case 2: if (rd_string(pl, v, &seg, pool) < 0) return -1; break;
         case 3: q->input_row0 = (int32_t)v; break;
         case 4: q->out_row_begin = (int32_t)v; break;
         case 5: q->out_row_end = (int32_t)v; break;
         case 6: if (v > 1000) return -1; q->reply_dtype = (si_wire_dtype_t)v; break;
-        case 7: if (rd_tensor(pl, (size_t)v, t) < 0) return -1; have_tensor = 1; break;
+        case 8:
+            if (q->n_then == SI_WIRE_MAX_CHAIN || rd_string(pl, v, &then, pool) < 0) return -1;
+            pool->then[q->n_then++] = then;
+            break;
+        case 9: q->timeout_ms = (int32_t)v; break;
+        case 15: if (rd_tensor(pl, (size_t)v, t) < 0) return -1; have_tensor = 1; break;
         }
     }
     if (!have_tensor) return -1;
     q->request_id = id ? id : "";
     q->segment = seg ? seg : "";
+    q->then = pool->then;
+    return 0;
+}
+
+/* Reads a Timings message. */
+static int rd_timings(const uint8_t *p, size_t n, si_wire_timings_t *t) {
+    rd_t tr = {p, p + n};
+    uint64_t *f[] = {&t->decode_us, &t->queue_us, &t->compute_us, &t->encode_us, &t->forward_us};
+    unsigned tseen = 0;
+    while (tr.p < tr.end) {
+        uint32_t tn;
+        int tw;
+        uint64_t tv = 0;
+        const uint8_t *tp;
+        if (rd_field(&tr, &tn, &tw, &tv, &tp) < 0 || tw != 0 || tn < 1 || tn > 5 ||
+            (tseen & (1u << tn)))
+            return -1;
+        tseen |= 1u << tn;
+        *f[tn - 1] = tv;
+    }
     return 0;
 }
 
 static int rd_reply(const uint8_t *buf, size_t len, si_wire_reply_t *q, raw_tensor_t *t,
-                    char *pool) {
+                    str_pool_t *pool) {
     rd_t r = {buf, buf + len};
     unsigned seen = 0;
-    size_t used = 0;
     char *id = NULL;
     int have_tensor = 0;
     while (r.p < r.end) {
@@ -685,30 +763,18 @@ static int rd_reply(const uint8_t *buf, size_t len, si_wire_reply_t *q, raw_tens
         int wire;
         uint64_t v = 0;
         const uint8_t *pl = NULL;
-        if (rd_field(&r, &num, &wire, &v, &pl) < 0 || num < 1 || num > 4 || (seen & (1u << num)))
+        if (rd_field(&r, &num, &wire, &v, &pl) < 0 || num < 1 || num == 4 || (num > 5 && num < 15) ||
+            num > 15 || (num != 5 && (seen & (1u << num))))
             return -1;
         seen |= 1u << num;
         if ((num != 2) != (wire == 2)) return -1;
-        if (num == 1 && rd_string(pl, v, &id, pool, &used) < 0) return -1;
+        if (num == 1 && rd_string(pl, v, &id, pool) < 0) return -1;
         if (num == 2) q->out_row0 = (int32_t)v;
-        if (num == 3) {
-            rd_t tr = {pl, pl + v};
-            uint64_t *f[] = {&q->timings.decode_us, &q->timings.queue_us, &q->timings.compute_us,
-                             &q->timings.encode_us};
-            unsigned tseen = 0;
-            while (tr.p < tr.end) {
-                uint32_t tn;
-                int tw;
-                uint64_t tv = 0;
-                const uint8_t *tp;
-                if (rd_field(&tr, &tn, &tw, &tv, &tp) < 0 || tw != 0 || tn < 1 || tn > 4 ||
-                    (tseen & (1u << tn)))
-                    return -1;
-                tseen |= 1u << tn;
-                *f[tn - 1] = tv;
-            }
-        }
-        if (num == 4) {
+        if (num == 3 && rd_timings(pl, (size_t)v, &q->timings) < 0) return -1;
+        if (num == 5 &&
+            (q->n_chain == SI_WIRE_MAX_CHAIN || rd_timings(pl, (size_t)v, &q->chain[q->n_chain++]) < 0))
+            return -1;
+        if (num == 15) {
             if (rd_tensor(pl, (size_t)v, t) < 0) return -1;
             have_tensor = 1;
         }
@@ -721,7 +787,8 @@ static int rd_reply(const uint8_t *buf, size_t len, si_wire_reply_t *q, raw_tens
 int si_wire_decode_request_view(const void *buf, size_t len, si_wire_request_t *req,
                                 const si_wire_decode_opts_t *opts, si_err_t *err) {
     raw_tensor_t t;
-    char *pool = malloc(2 * (SI_WIRE_MAX_STR + 1));
+    str_pool_t *pool = malloc(sizeof *pool);
+    if (pool) pool->used = 0;
     memset(req, 0, sizeof *req);
     if (!pool || !buf || rd_request(buf, len, req, &t, pool) < 0) {
         free(pool);
@@ -741,7 +808,8 @@ int si_wire_decode_request_view(const void *buf, size_t len, si_wire_request_t *
 int si_wire_decode_reply_view(const void *buf, size_t len, si_wire_reply_t *rep,
                               const si_wire_decode_opts_t *opts, si_err_t *err) {
     raw_tensor_t t;
-    char *pool = malloc(SI_WIRE_MAX_STR + 1);
+    str_pool_t *pool = malloc(sizeof *pool);
+    if (pool) pool->used = 0;
     memset(rep, 0, sizeof *rep);
     if (!pool || !buf || rd_reply(buf, len, rep, &t, pool) < 0) {
         free(pool);
@@ -777,6 +845,9 @@ int si_wire_decode_request(const void *buf, size_t len, si_wire_request_t *req,
     req->out_row_begin = m->out_row_begin;
     req->out_row_end = m->out_row_end;
     req->reply_dtype = (si_wire_dtype_t)m->reply_dtype;
+    req->then = (const char *const *)m->then;
+    req->n_then = m->n_then > SI_WIRE_MAX_CHAIN ? SI_WIRE_MAX_CHAIN + 1 : (int)m->n_then;
+    req->timeout_ms = m->timeout_ms;
     if (check_str(m->request_id, "StageRequest.request_id", err) ||
         check_str(m->segment, "StageRequest.segment", err) ||
         check_dtype((int)m->reply_dtype, "StageRequest.reply_dtype", err) ||
@@ -809,12 +880,14 @@ int si_wire_decode_reply(const void *buf, size_t len, si_wire_reply_t *rep,
     rep->owned.alloc = alloc;
     rep->request_id = m->request_id;
     rep->out_row0 = m->out_row0;
-    if (m->timings) {
-        rep->timings.decode_us = m->timings->decode_us;
-        rep->timings.queue_us = m->timings->queue_us;
-        rep->timings.compute_us = m->timings->compute_us;
-        rep->timings.encode_us = m->timings->encode_us;
+    if (m->timings) timings_from_pb(m->timings, &rep->timings);
+    if (m->n_chain > SI_WIRE_MAX_CHAIN) {
+        si_wire_reply_free(rep);
+        return si_err_set(err, "StageReply: %zu chained timings; at most %d", m->n_chain,
+                          SI_WIRE_MAX_CHAIN);
     }
+    for (size_t i = 0; i < m->n_chain; i++) timings_from_pb(m->chain[i], &rep->chain[i]);
+    rep->n_chain = (int)m->n_chain;
     if (check_str(m->request_id, "StageReply.request_id", err) ||
         tensor_from_pb(m->output, &rep->output, &rep->owned, opts, "StageReply.output", err) ||
         check_row0(&rep->output, rep->out_row0, "StageReply.out_row0", err)) {

@@ -30,7 +30,8 @@
  * Validation. Decoding checks everything a stage or gateway would otherwise
  * trust: well-formed protobuf, a tensor present, 2 or 4 dims each > 0, at most
  * SI_WIRE_MAX_ELEMS elements, data length == elements x dtype size, a known
- * dtype, non-negative rows, strings of at most SI_WIRE_MAX_STR bytes. It cannot
+ * dtype, non-negative rows, strings of at most SI_WIRE_MAX_STR bytes, at most
+ * SI_WIRE_MAX_CHAIN chained segments (and then whole tensors only). It cannot
  * check rows against a segment's height (it does not know the graph): the stage
  * does that. Encoding applies the same checks, so what we send we also accept.
  *
@@ -55,6 +56,10 @@ struct ProtobufCAllocator; /* protobuf-c.h; only decode options name it */
 
 /* Longest request_id / segment string accepted, in bytes (without the NUL). */
 #define SI_WIRE_MAX_STR 256
+
+/* Most segments a chained request may name after its own (StageRequest.then),
+ * and so most downstream timings a reply carries: a plan has at most 64 steps. */
+#define SI_WIRE_MAX_CHAIN 63
 
 /* How tensor elements travel; values are those of Tensor.DType. */
 typedef enum si_wire_dtype {
@@ -86,7 +91,7 @@ typedef struct si_wire_owned {
     void *msg;                        /* the unpacked protobuf-c message views point into */
     struct ProtobufCAllocator *alloc; /* what msg came from (NULL: protobuf-c's default) */
     float *floats;                    /* converted elements not put in the caller's scratch */
-    char *strs;    /* request_id and segment of a *_view decode */
+    void *strs;    /* request_id, segment and then[] of a *_view decode */
 } si_wire_owned_t;
 
 /* StageRequest: gateway -> stage, "run `segment` on this band of its input". */
@@ -97,7 +102,12 @@ typedef struct si_wire_request {
     int32_t input_row0;          /* >= 0; 0 for a 2-d input */
     int32_t out_row_begin;       /* output rows wanted: [out_row_begin, out_row_end), */
     int32_t out_row_end;         /*   0 <= begin < end, or 0, 0 for all of them */
-    si_wire_dtype_t reply_dtype; /* how the reply's tensor should travel */
+    si_wire_dtype_t reply_dtype; /* how the reply's tensor should travel (and in a chain
+                                    each hop's input) */
+    const char *const *then;     /* a chain: the n_then segments after this one, which
+                                    the function passes its output on to (proto) */
+    int n_then;                  /* 0..SI_WIRE_MAX_CHAIN; > 0 needs out rows 0, 0 */
+    int32_t timeout_ms;          /* how long the caller waits, 0 = not said; >= 0 */
     si_wire_owned_t owned;       /* set by decode; release with si_wire_request_free() */
 } si_wire_request_t;
 
@@ -107,7 +117,11 @@ typedef struct si_wire_timings {
     uint64_t queue_us;   /* waiting for a free engine */
     uint64_t compute_us; /* running the segment */
     uint64_t encode_us;  /* packing the reply, as far as known when packing */
+    uint64_t forward_us; /* a chain: round trip of the call to the next function */
 } si_wire_timings_t;
+
+/* A hop's own time: everything it reports but the wait for the next hop. */
+uint64_t si_wire_timings_own_us(const si_wire_timings_t *t);
 
 /* StageReply: stage -> gateway. */
 typedef struct si_wire_reply {
@@ -115,6 +129,8 @@ typedef struct si_wire_reply {
     si_wire_tensor_t output;   /* rows [out_row0, out_row0 + H) of the segment's output */
     int32_t out_row0;          /* >= 0; 0 for a 2-d output */
     si_wire_timings_t timings; /* the stage's own account of its time */
+    si_wire_timings_t chain[SI_WIRE_MAX_CHAIN]; /* a chain: the timings of the n_chain */
+    int n_chain;                                /*   functions after it, nearest first */
     si_wire_owned_t owned;     /* set by decode; release with si_wire_reply_free() */
 } si_wire_reply_t;
 

@@ -2,7 +2,9 @@
 # Bad input over HTTP: each case gets its status code and a JSON error, and the
 # server still serves afterwards. Stage and gateway from `splitinfer up`
 # (MobileNetV2 pipeline: small and fast), plus a gateway whose function is
-# down, and a function killed during a load run (up restarts it).
+# down, and a function killed during a load run (up restarts it). Chains: a
+# chained request to a function without --next (422), a chain whose next
+# function is down (503) or never answers (504, within the plan's timeout).
 # Exit 0 pass, 1 fail, 77 cannot run here.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -61,6 +63,7 @@ expect 400 "OIP malformed JSON" -X POST -H 'Content-Type: application/json' -d '
 "$PY" tests/ref/stage_msg.py "$W/noseg.pb" "layer9" 1 3 224 224
 "$PY" tests/ref/stage_msg.py "$W/rows.pb" "#0..#6" 1 3 100 224 0 0 56
 head -c 100000 "$W/ok.pb" >"$W/trunc.pb"
+"$PY" tests/ref/stage_msg.py "$W/chain.pb" "#0..#6" 1 3 224 224 --then "#6..#13"
 head -c 5000 /dev/urandom >"$W/random.pb"
 PB=(-X POST -H 'Content-Type: application/x-protobuf')
 expect 200 "stage: valid request" "${PB[@]}" --data-binary "@$W/ok.pb" "$STAGE/v1/stage"
@@ -70,6 +73,7 @@ expect 422 "stage: wrong shape" "${PB[@]}" --data-binary "@$W/shape.pb" "$STAGE/
 expect 422 "stage: another segment" "${PB[@]}" --data-binary "@$W/seg.pb" "$STAGE/v1/stage"
 expect 422 "stage: unknown segment" "${PB[@]}" --data-binary "@$W/noseg.pb" "$STAGE/v1/stage"
 expect 422 "stage: rows that do not match the band" "${PB[@]}" --data-binary "@$W/rows.pb" "$STAGE/v1/stage"
+expect 422 "stage: a chained request to a function without --next" "${PB[@]}" --data-binary "@$W/chain.pb" "$STAGE/v1/stage"
 expect 415 "stage: wrong content type" -X POST -H 'Content-Type: image/png' --data-binary "@$W/ok.pb" "$STAGE/v1/stage"
 expect 404 "stage: unknown route" "$STAGE/v1/other"
 expect 200 "stage: still serving" "${PB[@]}" --data-binary "@$W/ok.pb" "$STAGE/v1/stage"
@@ -109,4 +113,42 @@ ms=$((($(date +%s%N) - t0) / 1000000))
 [ "$ms" -lt 3000 ] && echo "ok   answered in $ms ms (timeout 3000)" || { echo "FAIL: took $ms ms"; failed=1; }
 expect 503 "readiness with a function down" "http://127.0.0.1:$gport/v2/health/ready"
 kill -TERM "$GWP"; wait "$GWP" || { echo "FAIL: gateway exit code on SIGTERM"; failed=1; }
+
+# Chains: a gateway -> stage #0..#6 -> NEXT, where NEXT is nothing (connection
+# refused: 503) or a socket that accepts and never answers (504). Both come
+# back from the stage, named, before the gateway's own timeout of 3000 ms.
+freeport() { "$PY" -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"; }
+"$PY" -c "
+import socket, time
+s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(8)
+print(s.getsockname()[1], flush=True)
+conns = []
+while True: conns.append(s.accept()[0])  # accept, read nothing, never answer
+" >"$W/mute.port" &
+MUTE=$!
+for _ in $(seq 1 50); do [ -s "$W/mute.port" ] && break; sleep 0.1; done
+for case in "503 $(freeport) next function down" "504 $(cat "$W/mute.port") next function never answers"; do
+    read -r want nport label <<<"$case"
+    sport=$(freeport) gport=$(freeport)
+    "$BIN" stage -m "$MB" --segment "#0..#6" --host 127.0.0.1 --port "$sport" --next "http://127.0.0.1:$nport" 2>"$W/chain-stage.log" &
+    SP=$!
+    cat >"$W/chain.json" <<JSON
+{"name": "chain", "model": "mobilenet_v2", "timeout_ms": 3000, "chain": true,
+ "steps": [{"segment": "#0..#6", "functions": ["http://127.0.0.1:$sport"]},
+           {"segment": "#6..#35", "functions": ["http://127.0.0.1:$nport"]}]}
+JSON
+    "$BIN" gateway --plan "$W/chain.json" -m "$MB" --host 127.0.0.1 --port "$gport" 2>"$W/gw-chain.log" &
+    GWP=$!
+    for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$sport/readyz" && curl -s -o /dev/null "http://127.0.0.1:$gport/v2/health/live" && break; sleep 0.1; done
+    t0=$(date +%s%N)
+    expect "$want" "chain: $label" -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "http://127.0.0.1:$gport/v1/classify"
+    ms=$((($(date +%s%N) - t0) / 1000000))
+    if [ "$ms" -lt 3000 ] && grep -q "next function" "$W/body"; then
+        echo "ok   answered in $ms ms (timeout 3000), naming the next function"
+    else
+        echo "FAIL: chain $label: $ms ms: $(head -c 200 "$W/body")"; failed=1
+    fi
+    kill -TERM "$GWP" "$SP"; wait "$GWP" "$SP" || { echo "FAIL: chain $label: exit code on SIGTERM"; failed=1; }
+done
+kill "$MUTE" 2>/dev/null; wait "$MUTE" 2>/dev/null
 exit $failed

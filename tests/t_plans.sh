@@ -3,6 +3,9 @@
 #  - ResNet50 (seeded random weights): baseline, pipeline, blocks, parallel give
 #    logits equal (<= 1e-4 relative to max|logit|) to `splitinfer infer` on the
 #    same preprocessed photos; the OIP v2 infer endpoint gives the same logits.
+#    So do chained plans (plan.h "chain"): pipeline and blocks chained, and a
+#    plan whose chains are broken by a banded step. Every step of every plan
+#    reports its compute time in the answer, chained steps included.
 #  - MobileNetV2 (trained, ../shared/models): baseline, a pipeline cut at its
 #    own cut points and a banded parallel plan give the same top-1 on the 100
 #    photos as the in-process `splitinfer classify`.
@@ -27,15 +30,26 @@ for p in $photos; do
     "$BIN" preprocess "$p" -o "$W/$b.in" && "$BIN" infer -m "$R50" --input "$W/$b.in" --output "$W/$b.ref" || exit 1
 done
 
-for plan in baseline pipeline blocks parallel; do
-    up_start plans/$plan.json "$R50" "$W/up-$plan.log" || { failed=1; continue; }
+for plan in pipeline blocks; do
+    "$PY" -c "import json; d=json.load(open('plans/$plan.json')); d['chain']=True; d['name']='$plan-chain'; json.dump(d, open('$W/$plan-chain.json','w'))"
+done
+cat >"$W/mixed-chain.json" <<'EOF'
+{"name": "mixed-chain", "chain": true, "steps": [
+  {"segment": "stem"}, {"segment": "layer1"}, {"segment": "layer2", "bands": 2},
+  {"segment": "layer3"}, {"segment": "layer4..head"}]}
+EOF
+for plan in baseline pipeline blocks parallel pipeline-chain blocks-chain mixed-chain; do
+    pf=plans/$plan.json
+    [ -f "$pf" ] || pf=$W/$plan.json
+    up_start "$pf" "$R50" "$W/up-$plan.log" || { failed=1; continue; }
+    nsteps=$("$PY" -c "import json; print(len(json.load(open('$pf'))['steps']))")
     for p in $photos; do
         b=$(basename "$p" .png)
         curl -s -m 60 -X POST -H 'Content-Type: image/png' --data-binary "@$p" "$GW/v1/classify?logits=1" >"$W/$b.$plan.json"
         # OIP v2: the same tensor as JSON
         "$PY" -c "import numpy as np, json; x=np.fromfile('$W/$b.in', dtype='<f4'); print(json.dumps({'inputs':[{'name':'input','shape':[1,3,224,224],'datatype':'FP32','data':x.tolist()}]}))" >"$W/$b.oip.req"
         curl -s -m 60 -X POST -H 'Content-Type: application/json' --data-binary "@$W/$b.oip.req" "$GW/v2/models/resnet50/infer" >"$W/$b.$plan.oip"
-        if ! "$PY" - "$W/$b.ref" "$W/$b.$plan.json" "$W/$b.$plan.oip" "$plan" "$b" <<'PYEOF'
+        if ! "$PY" - "$W/$b.ref" "$W/$b.$plan.json" "$W/$b.$plan.oip" "$plan" "$b" "$nsteps" <<'PYEOF'
 import sys, json, numpy as np
 ref = np.fromfile(sys.argv[1], dtype='<f4')
 d = json.load(open(sys.argv[2]))
@@ -46,8 +60,10 @@ assert o["outputs"][0]["shape"] == [1, 1000], o["outputs"][0]["shape"]
 r1 = np.abs(got - ref).max() / np.abs(ref).max()
 r2 = np.abs(oip - ref).max() / np.abs(ref).max()
 top = d["top"][0]["index"]
-print(f"{sys.argv[4]:9s} {sys.argv[5]:28s} classify rel {r1:.1e}  oip rel {r2:.1e}  top1 {top} (ref {int(ref.argmax())})  {d['ms']:.0f} ms, network {d['network_ms']:.1f} ms")
-sys.exit(0 if r1 <= 1e-4 and r2 <= 1e-4 and top == int(ref.argmax()) else 1)
+steps = d["steps"]
+traced = len(steps) == int(sys.argv[6]) and all(s["compute_ms"] > 0 and s["network_ms"] >= 0 for s in steps)
+print(f"{sys.argv[4]:14s} {sys.argv[5]:28s} classify rel {r1:.1e}  oip rel {r2:.1e}  top1 {top} (ref {int(ref.argmax())})  {d['ms']:.0f} ms, network {d['network_ms']:.1f} ms, {len(steps)} steps traced")
+sys.exit(0 if r1 <= 1e-4 and r2 <= 1e-4 and top == int(ref.argmax()) and traced else 1)
 PYEOF
         then echo "FAIL: $plan $b"; head -c 300 "$W/$b.$plan.json"; echo; failed=1; fi
     done

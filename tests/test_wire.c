@@ -336,7 +336,7 @@ static void test_reply_roundtrip(void **state) {
         si_wire_reply_t r = {.request_id = "abc", .out_row0 = 0};
         r.output = (si_wire_tensor_t){
             .ndim = 2, .dims = {1, 1000}, .data = logits, .dtype = (si_wire_dtype_t)dt};
-        r.timings = (si_wire_timings_t){1, 2, 3000000000000ull, 4};
+        r.timings = (si_wire_timings_t){1, 2, 3000000000000ull, 4, 5};
         uint8_t *buf = NULL;
         size_t len = 0;
         si_err_t err = {""};
@@ -351,6 +351,8 @@ static void test_reply_roundtrip(void **state) {
         assert_int_equal(d.timings.queue_us, 2);
         assert_true(d.timings.compute_us == 3000000000000ull);
         assert_int_equal(d.timings.encode_us, 4);
+        assert_int_equal(d.timings.forward_us, 5);
+        assert_int_equal(d.n_chain, 0);
         for (int i = 0; i < 1000; i++) {
             float tol = dt == 0 ? 0 : fabsf(logits[i]) * (dt == 1 ? 0x1p-8f : 0x1p-11f);
             assert_true(fabsf(d.output.data[i] - logits[i]) <= tol);
@@ -718,6 +720,93 @@ static void test_forward_encoded(void **state) {
     }
 }
 
+/* A chained request (then, timeout_ms) and its reply (chain timings) come
+ * back the same from the fast reader and from protobuf-c, and still pack as
+ * [header][elements]. */
+static void test_chain(void **state) {
+    (void)state;
+    fill_small(1);
+    static const char *const then[] = {"layer3", "layer4..head"};
+    si_wire_request_t r = small_request(SI_WIRE_FP32);
+    r.out_row_begin = r.out_row_end = 0;
+    r.input_row0 = 0;
+    r.then = then, r.n_then = 2, r.timeout_ms = 9000;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(si_wire_encode_request(&r, &buf, &len, NULL), 0);
+    for (int view = 0; view < 2; view++) {
+        si_wire_request_t d;
+        assert_int_equal(view ? si_wire_decode_request_view(buf, len, &d, NULL, NULL)
+                              : si_wire_decode_request(buf, len, &d, NULL, NULL), 0);
+        if (view) assert_null(d.owned.msg); /* the fast reader took it, no fallback */
+        assert_int_equal(d.n_then, 2);
+        assert_string_equal(d.then[0], "layer3");
+        assert_string_equal(d.then[1], "layer4..head");
+        assert_int_equal(d.timeout_ms, 9000);
+        assert_string_equal(d.segment, "layer2.1..head");
+        assert_memory_equal(d.input.data, small, sizeof small);
+        si_wire_request_free(&d);
+    }
+    si_wire_packed_t pk;
+    assert_int_equal(si_wire_encode_request_iov(&r, &pk, NULL), 0);
+    assert_int_equal(pk.iovcnt, 2);
+    assert_ptr_equal(pk.iov[1].iov_base, small);
+    assert_memory_equal(pk.iov[0].iov_base, buf, pk.iov[0].iov_len);
+    si_wire_packed_free(&pk);
+    free(buf);
+
+    si_wire_reply_t rep = {.request_id = "req-42"};
+    rep.output = (si_wire_tensor_t){.ndim = 2, .dims = {1, 24}, .data = small};
+    rep.timings = (si_wire_timings_t){1, 2, 3, 4, 700};
+    rep.n_chain = 2;
+    rep.chain[0] = (si_wire_timings_t){10, 20, 30, 40, 300};
+    rep.chain[1] = (si_wire_timings_t){11, 21, 31, 41, 0};
+    assert_int_equal(si_wire_encode_reply(&rep, &buf, &len, NULL), 0);
+    for (int view = 0; view < 2; view++) {
+        si_wire_reply_t d;
+        assert_int_equal(view ? si_wire_decode_reply_view(buf, len, &d, NULL, NULL)
+                              : si_wire_decode_reply(buf, len, &d, NULL, NULL), 0);
+        if (view) assert_null(d.owned.msg);
+        assert_int_equal(d.timings.forward_us, 700);
+        assert_int_equal(d.n_chain, 2);
+        assert_int_equal(d.chain[0].compute_us, 30);
+        assert_int_equal(d.chain[0].forward_us, 300);
+        assert_int_equal(d.chain[1].encode_us, 41);
+        assert_int_equal(si_wire_timings_own_us(&d.chain[1]), 11 + 21 + 31 + 41);
+        assert_memory_equal(d.output.data, small, sizeof small);
+        si_wire_reply_free(&d);
+    }
+    free(buf);
+
+    /* What a chain may not be. */
+    si_err_t err = {""};
+    si_wire_request_t bad = r;
+    bad.out_row_begin = 0, bad.out_row_end = 2; /* a band */
+    assert_int_equal(si_wire_encode_request(&bad, &buf, &len, &err), -1);
+    assert_non_null(strstr(err.msg, "whole tensors"));
+    static const char *const empty[] = {""};
+    bad = r, bad.then = empty, bad.n_then = 1;
+    assert_int_equal(si_wire_encode_request(&bad, &buf, &len, &err), -1);
+    assert_non_null(strstr(err.msg, "empty segment"));
+    bad = r, bad.n_then = SI_WIRE_MAX_CHAIN + 1;
+    assert_int_equal(si_wire_encode_request(&bad, &buf, &len, &err), -1);
+    bad = r, bad.timeout_ms = -1;
+    assert_int_equal(si_wire_encode_request(&bad, &buf, &len, &err), -1);
+    rep.n_chain = SI_WIRE_MAX_CHAIN + 1;
+    assert_int_equal(si_wire_encode_reply(&rep, &buf, &len, &err), -1);
+    /* A chain of exactly the most segments still goes through both ways. */
+    const char *many[SI_WIRE_MAX_CHAIN];
+    for (int i = 0; i < SI_WIRE_MAX_CHAIN; i++) many[i] = "layer1.0";
+    bad = r, bad.then = many, bad.n_then = SI_WIRE_MAX_CHAIN;
+    assert_int_equal(si_wire_encode_request(&bad, &buf, &len, NULL), 0);
+    si_wire_request_t d;
+    assert_int_equal(si_wire_decode_request_view(buf, len, &d, NULL, NULL), 0);
+    assert_int_equal(d.n_then, SI_WIRE_MAX_CHAIN);
+    assert_string_equal(d.then[SI_WIRE_MAX_CHAIN - 1], "layer1.0");
+    si_wire_request_free(&d);
+    free(buf);
+}
+
 static void test_truncations(void **state) {
     (void)state;
     fill_small(1);
@@ -976,6 +1065,7 @@ int main(void) {
         cmocka_unit_test(test_unaligned_fp32),
         cmocka_unit_test(test_view_raw),
         cmocka_unit_test(test_forward_encoded),
+        cmocka_unit_test(test_chain),
         cmocka_unit_test(test_view_zero_copy),
         cmocka_unit_test(test_truncations),
         cmocka_unit_test(test_random_bytes),

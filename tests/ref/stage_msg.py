@@ -2,9 +2,10 @@
 """Writes a StageRequest (proto/splitinfer.proto) by hand, for tests that need
 valid, wrong-shaped or damaged messages without a protobuf library.
 
-    stage_msg.py OUT SEGMENT N C H W [ROW0 OUT_BEGIN OUT_END]
+    stage_msg.py OUT SEGMENT N C H W [ROW0 OUT_BEGIN OUT_END] [--then SEG,SEG...]
 
-The tensor holds seeded random float32 values."""
+--then makes it a chained request (StageRequest.then). The tensor holds
+seeded random float32 values."""
 import struct, sys, random
 
 
@@ -26,7 +27,7 @@ def field(num, wire, payload):
     return key + payload
 
 
-def request(segment, dims, row0=0, ob=0, oe=0):
+def request(segment, dims, row0=0, ob=0, oe=0, then=()):
     random.seed(1)
     n = 1
     for d in dims:
@@ -37,11 +38,18 @@ def request(segment, dims, row0=0, ob=0, oe=0):
     for num, v in ((3, row0), (4, ob), (5, oe)):
         if v:
             msg += field(num, 0, varint(v))
-    return msg + field(7, 2, tensor)
+    for seg in then:
+        msg += field(8, 2, seg.encode())
+    return msg + field(15, 2, tensor)
 
 
 if __name__ == "__main__":
-    out, seg = sys.argv[1], sys.argv[2]
-    dims = [int(x) for x in sys.argv[3:7]]
-    rest = [int(x) for x in sys.argv[7:10]] + [0, 0, 0]
-    open(out, "wb").write(request(seg, dims, *rest[:3]))
+    args, then = sys.argv[1:], []
+    if "--then" in args:
+        i = args.index("--then")
+        then = args[i + 1].split(",")
+        del args[i : i + 2]
+    out, seg = args[0], args[1]
+    dims = [int(x) for x in args[2:6]]
+    rest = [int(x) for x in args[6:9]] + [0, 0, 0]
+    open(out, "wb").write(request(seg, dims, *rest[:3], then=then))
