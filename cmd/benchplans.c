@@ -385,7 +385,10 @@ static int fn_log_path(const bench_t *b, const run_sum_t *r, int trial, const ch
 }
 
 /* Adds the arguments of a stage function after the program's name. */
-static void stage_args(launch_proc_t *p, const fn_t *f, const si_plan_step_t *ps) {
+/* A stage's arguments; plan has every function's URL filled in (a chained
+ * function is told the next one's). */
+static void stage_args(launch_proc_t *p, const fn_t *f, const si_plan_t *plan) {
+    const si_plan_step_t *ps = &plan->steps[f->step];
     launch_arg(p, "stage");
     launch_arg(p, "--segment"), launch_arg(p, ps->segment);
     launch_arg(p, "--threads"), launch_arg(p, "1");
@@ -395,6 +398,8 @@ static void stage_args(launch_proc_t *p, const fn_t *f, const si_plan_step_t *ps
         snprintf(band, sizeof band, "%d/%d", f->band, ps->bands);
         launch_arg(p, "--band"), launch_arg(p, band);
     }
+    const char *next = si_plan_next_function(plan, f->step);
+    if (next[0]) launch_arg(p, "--next"), launch_arg(p, next);
 }
 
 /* podman run -d with the limits, on our network, the port published on loopback. */
@@ -498,7 +503,7 @@ static int deploy_start(bench_t *b, deploy_t *d, const run_sum_t *r, int trial,
                 launch_arg(p, f->image); /* its CMD: gateway --plan /etc/splitinfer/plan.json */
             } else {
                 launch_arg(p, f->image);
-                stage_args(p, f, &d->plan.steps[f->step]);
+                stage_args(p, f, &d->plan);
             }
         } else {
             snprintf(p->log, sizeof p->log, "%s", f->log);
@@ -510,7 +515,7 @@ static int deploy_start(bench_t *b, deploy_t *d, const run_sum_t *r, int trial,
                 launch_arg(p, "-m"), launch_arg(p, model);
             } else {
                 snprintf(model, sizeof model, "%s/step%d.sfm", stepdir, f->step);
-                stage_args(p, f, &d->plan.steps[f->step]);
+                stage_args(p, f, &d->plan);
                 launch_arg(p, "-m"), launch_arg(p, model);
             }
             launch_arg(p, "--host"), launch_arg(p, "127.0.0.1");

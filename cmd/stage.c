@@ -32,7 +32,7 @@ typedef struct stage_srv {
     serve_metrics_t m;
     si_metric_t *phase;   /* splitinfer_stage_phase_seconds{function,phase} */
     si_metric_t *errors;  /* splitinfer_stage_errors_total{function,kind} */
-    char next_url[SI_ERR_MAX]; /* --next + "/v1/stage", "" when none */
+    char next_url[512];        /* --next + "/v1/stage", "" when none */
     pthread_key_t client_key;  /* per worker thread: its si_httpc_t to next_url */
 } stage_srv_t;
 

@@ -344,7 +344,8 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
     if (out) si_wire_unpack_elems(gw->dtype, held_bytes(y), numel, out);
     rc = SI_GW_OK;
 out:
-    if (j == i + 1) tr->seconds = now_s() - t0;
+    /* A chain's steps were traced from its reply; a failed call is the first step's. */
+    if (j == i + 1 || rc != SI_GW_OK) tr->seconds = now_s() - t0;
     if (rc != SI_GW_OK || out) held_free(y);
     for (int k = 0; k < K; k++) {
         free(slices[k]);

@@ -5,7 +5,8 @@
  * functions compute (rows plus halo, graph.h si_graph_band), sends them as
  * StageRequests (wire.h) concurrently, and stitches the replies' rows into the
  * step's output, which feeds the next step. The last step's output is the
- * logits.
+ * logits. In a chained plan (plan.h) a run of one-band steps is one call to
+ * the run's first function; the functions pass the tensor along themselves.
  *
  * The gateway holds the model's structure (a graph whose weights it never
  * touches: a full .sfm is mapped, not read) to know every step's shapes and
@@ -13,7 +14,9 @@
  *
  * Timing: every hop reports its own decode/queue/compute/encode time, so the
  * network time of a hop is its round trip minus that (the paper's "network
- * latency", measured rather than guessed).
+ * latency", measured rather than guessed). In a chain each function also
+ * reports its round trip to the next (forward_us), so every hop is still
+ * traced as its own step.
  */
 #ifndef SI_GATEWAY_H
 #define SI_GATEWAY_H

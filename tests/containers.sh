@@ -265,6 +265,8 @@ helm_t parallel --set plan=parallel
 helm_t baseline --set plan=baseline
 helm_t blocks --set plan=blocks
 helm_t parallel-perband --set plan=parallel --set bandServices=perBand --set bands=3
+helm_t pipeline-chain --set plan=pipeline --set chain=true
+helm_t mixed-chain --set plan=parallel --set chain=true
 helm_t extras --set plan=pipeline --set model.source=pvc --set metrics.podMonitor.enabled=true \
   --set gateway.visibility=cluster-local --set stage.overrides.layer3.autoscaling.minScale=1
 ls "$W"/render/*.yaml | sed 's#.*/#  #'
@@ -320,6 +322,31 @@ done
 "$HELM" template splitinfer charts/splitinfer -n splitinfer --set stage.autoscaling.target=2 > "$W/chart-off.yaml" 2>/dev/null
 check "the comparison catches a differing annotation (chart with stage.autoscaling.target=2)" \
   bash -c "! node '$C/check.mjs' compare '$W/chart-off.yaml' '$W/render/kustomize-pipeline.yaml' >/dev/null"
+# chain=true: each one-band function names the next step's Service as its
+# --next, the last none; banded steps none; the plan says chain; stages may
+# call stages.
+(cd "$C" && node --input-type=module -e '
+  import fs from "node:fs"; import yaml from "js-yaml";
+  let bad = false;
+  for (const [file, want] of [[process.argv[1], {"splitinfer-stem": "splitinfer-layer1", "splitinfer-layer1": "splitinfer-layer2",
+      "splitinfer-layer2": "splitinfer-layer3", "splitinfer-layer3": "splitinfer-layer4-head"}], [process.argv[2], {}]]) {
+    const docs = yaml.loadAll(fs.readFileSync(file, "utf8")).filter(Boolean);
+    for (const d of docs.filter((d) => d.kind === "Service" && d.metadata.labels["app.kubernetes.io/component"] === "stage")) {
+      const args = d.spec.template.spec.containers[0].args, i = args.indexOf("--next");
+      const got = i < 0 ? undefined : args[i + 1];
+      const exp = want[d.metadata.name] && `http://${want[d.metadata.name]}.splitinfer.svc.cluster.local`;
+      console.log(`  ${d.metadata.name}: --next ${got ?? "(none)"}`);
+      if (got !== exp) { bad = true; console.log(`    want ${exp ?? "(none)"}`); }
+    }
+    const plan = JSON.parse(docs.find((d) => d.kind === "ConfigMap" && d.data && d.data["plan.json"]).data["plan.json"]);
+    const np = docs.find((d) => d.kind === "NetworkPolicy" && d.metadata.name.endsWith("-stages"));
+    const fromStages = np.spec.ingress.some((r) => (r.from || []).some((f) => f.podSelector &&
+      f.podSelector.matchLabels["app.kubernetes.io/component"] === "stage"));
+    if (plan.chain !== true || !fromStages) { bad = true; console.log(`  ${file}: chain ${plan.chain}, stages from stages ${fromStages}`); }
+  }
+  process.exit(bad ? 1 : 0);' "$W/render/chart-pipeline-chain.yaml" "$W/render/chart-mixed-chain.yaml")
+check "chain=true: every one-band function but the last is started with --next = the next step's Service; bands are not chained" test $? = 0
+grep -q -- '"--next"' "$W/render/chart-pipeline.yaml" && bad "chart without chain=true passes --next"
 # NOTES.txt is not rendered by helm template: render it through tpl in a copy.
 rm -rf "$W/chart" && cp -r charts/splitinfer "$W/chart" && cp "$W/chart/templates/NOTES.txt" "$W/chart/notes-src.txt"
 printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  NOTES.txt: |\n    {{- tpl (.Files.Get "notes-src.txt") . | nindent 4 }}\n' \

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Load: `hey -n 2000 -c 16` against /v1/classify through the pipeline and the
-# parallel plan (MobileNetV2 cut at its own cut points: the same machinery as
-# ResNet50 at a tenth of the compute, so the run takes a minute, not ten).
+# Load: `hey -n 2000 -c 16` against /v1/classify through the pipeline, the
+# pipeline chained and the parallel plan (MobileNetV2 cut at its own cut
+# points: the same machinery as ResNet50 at a tenth of the compute, so a run
+# takes a minute, not ten).
 # Passes when every response is 2xx and every function's RSS after the run is
 # within 10% of its RSS before (after a warm-up of the same concurrency).
 # Exit 0 pass, 1 fail, 77 cannot run here.
@@ -17,8 +18,11 @@ mkdir -p "$W"
 N=${LOAD_N:-2000}
 failed=0
 rss() { for p in "$@"; do awk '/VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0; done; }
-for plan in mobilenet-pipeline mobilenet-parallel; do
-    up_start tests/plans/$plan.json "$MB" "$W/up-$plan.log" || { failed=1; continue; }
+/usr/bin/python3 -c "import json; d=json.load(open('tests/plans/mobilenet-pipeline.json')); d['chain']=True; d['name']='mobilenet-chain'; json.dump(d, open('$W/mobilenet-chain.json','w'))"
+for plan in mobilenet-pipeline mobilenet-chain mobilenet-parallel; do
+    pf=tests/plans/$plan.json
+    [ -f "$pf" ] || pf=$W/$plan.json
+    up_start "$pf" "$MB" "$W/up-$plan.log" || { failed=1; continue; }
     pids=$(pgrep -P "$UP_PID" | tr '\n' ' ')
     hey -n 64 -c 16 -m POST -T image/png -D "$PHOTO" "$GW/v1/classify" >/dev/null 2>&1
     before=($(rss $pids))

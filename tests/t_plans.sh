@@ -3,7 +3,7 @@
 #  - ResNet50 (seeded random weights): baseline, pipeline, blocks, parallel give
 #    logits equal (<= 1e-4 relative to max|logit|) to `splitinfer infer` on the
 #    same preprocessed photos; the OIP v2 infer endpoint gives the same logits.
-#    So do chained plans (plan.h "chain"): pipeline and blocks chained, and a
+#    So do chained plans (plan.h "chain"): pipeline-chain, blocks chained, and a
 #    plan whose chains are broken by a banded step. Every step of every plan
 #    reports its compute time in the answer, chained steps included.
 #  - MobileNetV2 (trained, ../shared/models): baseline, a pipeline cut at its
@@ -30,9 +30,7 @@ for p in $photos; do
     "$BIN" preprocess "$p" -o "$W/$b.in" && "$BIN" infer -m "$R50" --input "$W/$b.in" --output "$W/$b.ref" || exit 1
 done
 
-for plan in pipeline blocks; do
-    "$PY" -c "import json; d=json.load(open('plans/$plan.json')); d['chain']=True; d['name']='$plan-chain'; json.dump(d, open('$W/$plan-chain.json','w'))"
-done
+"$PY" -c "import json; d=json.load(open('plans/blocks.json')); d['chain']=True; d['name']='blocks-chain'; json.dump(d, open('$W/blocks-chain.json','w'))"
 cat >"$W/mixed-chain.json" <<'EOF'
 {"name": "mixed-chain", "chain": true, "steps": [
   {"segment": "stem"}, {"segment": "layer1"}, {"segment": "layer2", "bands": 2},

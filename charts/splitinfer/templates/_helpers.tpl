@@ -38,6 +38,9 @@ The layout of the chosen plan, as YAML:
   steps:     the plan's steps, each with its bands and function URLs
   functions: the Knative Services to create: name, function (label and
              --name), segment, slug (image), bands (calls per request)
+  next:      with .Values.chain, Service name -> the URL it passes its
+             output on to (stage --next): the next step's, for consecutive
+             one-band steps
 */}}
 {{- define "splitinfer.layout" -}}
 {{- $root := . -}}
@@ -81,9 +84,20 @@ The layout of the chosen plan, as YAML:
 {{- $fns = append $fns (dict "name" $name "function" $slug "segment" $s.segment "slug" $slug "bands" $k) -}}
 {{- end -}}
 {{- end -}}
-{{- $steps = append $steps (dict "segment" $s.segment "bands" $k "functions" $urls) -}}
+{{- $steps = append $steps (dict "segment" $s.segment "bands" $k "functions" $urls "name" (printf "%s-%s" $full $slug)) -}}
 {{- end -}}
-{{- dict "steps" $steps "functions" $fns | toYaml -}}
+{{- $next := dict -}}
+{{- if $root.Values.chain -}}
+{{- range $i, $s := $steps -}}
+{{- if lt (add1 $i) (len $steps) -}}
+{{- $n := index $steps (add1 $i) -}}
+{{- if and (eq (int $s.bands) 1) (eq (int $n.bands) 1) -}}
+{{- $_ := set $next $s.name (index $n.functions 0) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- dict "steps" $steps "functions" $fns "next" $next | toYaml -}}
 {{- end -}}
 
 {{/* The plan JSON the gateway reads (lib/plan.h). */}}
@@ -93,7 +107,7 @@ The layout of the chosen plan, as YAML:
 {{- range $s := $layout.steps -}}
 {{- $steps = append $steps (dict "segment" $s.segment "bands" (int $s.bands) "functions" $s.functions) -}}
 {{- end -}}
-{{- dict "name" .Values.plan "model" "resnet50" "dtype" .Values.dtype "timeout_ms" (int .Values.timeoutMs) "steps" $steps | toPrettyJson -}}
+{{- dict "name" .Values.plan "model" "resnet50" "dtype" .Values.dtype "timeout_ms" (int .Values.timeoutMs) "chain" (.Values.chain | default false) "steps" $steps | toPrettyJson -}}
 {{- end -}}
 
 {{/* Image of a stage function: its segment's image, or with model.source=pvc
