@@ -21,7 +21,7 @@
 #include <time.h>
 
 #include "cli.h"
-#include "httpc.h"
+#include "h2oc.h"
 #include "modelfile.h"
 #include "serve.h"
 #include "stage.h"
@@ -33,41 +33,39 @@ typedef struct stage_srv {
     si_metric_t *phase;   /* splitinfer_stage_phase_seconds{function,phase} */
     si_metric_t *errors;  /* splitinfer_stage_errors_total{function,kind} */
     char next_url[512];        /* --next + "/v1/stage", "" when none */
-    pthread_key_t client_key;  /* per worker thread: its si_httpc_t to next_url */
+    pthread_key_t client_key;  /* per worker thread: its si_h2oc_t to next_url */
 } stage_srv_t;
 
-static void client_free(void *c) { si_httpc_free(c); }
+/* The next function's reply: its output tensor (the logits, or a run's
+ * output) and a few hundred bytes of timings. */
+#define NEXT_MAX_RESPONSE (SI_WIRE_MAX_ELEMS * 4 + (1u << 20))
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+static void client_free(void *c) { si_h2oc_free(c); }
 
 /* Passes a chained call on: reply->packed (the next function's request) goes
  * to next_url, and its answer becomes reply's. 0, or an HTTP status with err
  * set. One retry when the connection failed or broke: a stage call is
  * idempotent. */
 static int forward(stage_srv_t *s, si_stage_reply_t *reply, si_err_t *err) {
-    si_httpc_t *c = pthread_getspecific(s->client_key);
-    if (!c && (c = si_httpc_new())) pthread_setspecific(s->client_key, c);
-    if (!c) return si_err_set(err, "out of memory"), 500;
-    static const char *const hdrs[] = {"Expect:", NULL}; /* as the gateway: no 100 round trip */
-    si_httpc_call_t call = {.url = s->next_url, .content_type = "application/x-protobuf",
-                            .iov = reply->packed.iov, .iovcnt = reply->packed.iovcnt,
-                            .timeout_ms = reply->forward_timeout_ms, .headers = hdrs};
-    si_httpc_resp_t r;
-    double t0 = now_s();
-    si_httpc_post_many(c, 1, &call, &r, err);
-    if (r.error == SI_HTTPC_CONNECT || r.error == SI_HTTPC_IO) {
-        si_httpc_resp_free(&r);
-        si_httpc_post_many(c, 1, &call, &r, err);
+    si_h2oc_t *c = pthread_getspecific(s->client_key);
+    if (!c && (c = si_h2oc_new(s->next_url, err))) pthread_setspecific(s->client_key, c);
+    if (!c) return 500;
+    si_h2oc_resp_t r;
+    si_h2oc_post(c, "application/x-protobuf", reply->packed.iov, reply->packed.iovcnt,
+                 reply->forward_timeout_ms, NEXT_MAX_RESPONSE, &r);
+    double seconds = r.seconds;
+    int left = reply->forward_timeout_ms ? reply->forward_timeout_ms - (int)(seconds * 1e3) : 0;
+    if ((r.error == SI_H2OC_CONNECT || r.error == SI_H2OC_IO) && (!reply->forward_timeout_ms || left > 0)) {
+        si_h2oc_resp_free(&r); /* within what is left of the caller's time */
+        si_h2oc_post(c, "application/x-protobuf", reply->packed.iov, reply->packed.iovcnt, left,
+                     NEXT_MAX_RESPONSE, &r);
+        seconds += r.seconds;
     }
-    uint64_t us = (uint64_t)((now_s() - t0) * 1e6);
+    uint64_t us = (uint64_t)(seconds * 1e6);
     int status = 0;
-    if (r.error != SI_HTTPC_OK) {
+    if (r.error != SI_H2OC_OK) {
         si_err_set(err, "next function: %s", r.error_msg);
-        status = r.error == SI_HTTPC_CONNECT ? 503 : r.error == SI_HTTPC_TIMEOUT ? 504 : 502;
+        status = r.error == SI_H2OC_CONNECT ? 503 : r.error == SI_H2OC_TIMEOUT ? 504 : 502;
     } else if (r.status != 200) {
         si_err_set(err, "next function %s answered %d: %.*s", s->next_url, r.status,
                    (int)(r.len > 300 ? 300 : r.len), r.body ? r.body : "");
@@ -80,7 +78,7 @@ static int forward(stage_srv_t *s, si_stage_reply_t *reply, si_err_t *err) {
             status = 502;
         }
     }
-    si_httpc_resp_free(&r);
+    si_h2oc_resp_free(&r);
     return status;
 }
 

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -23,6 +24,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "h2oc.h"
 #include "http.h"
 #include "httpc.h"
 
@@ -779,6 +781,70 @@ static void test_request_timeout(void **state) {
     si_http_server_free(s);
 }
 
+/* The stage's client (h2oc): bytes in iov pieces arrive exactly and come back
+ * whole; one kept-alive connection serves a run of calls, none of which
+ * stalls on h2o's loop (each well under 250 ms: the gap between two calls on
+ * a reused connection once hung a full second); error kinds as httpc's. */
+static void test_h2oc(void **state) {
+    (void)state;
+    si_err_t err = {""};
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, NULL); /* as the servers' threads (h2oc.h) */
+    si_h2oc_t *c = si_h2oc_new(url("/echo"), &err);
+    assert_non_null(c);
+    size_t n = 1u << 20;
+    uint8_t *body = malloc(n);
+    for (size_t i = 0; i < n; i++) body[i] = (uint8_t)(i * 7 + i / 251);
+    struct iovec iov[3] = {{body, 10}, {body + 10, n / 2}, {body + 10 + n / 2, n - 10 - n / 2}};
+    si_http_stats_t before, after;
+    si_http_server_stats(srv, &before);
+    for (int i = 0; i < 20; i++) {
+        si_h2oc_resp_t r;
+        assert_int_equal(si_h2oc_post(c, "application/x-test", iov, 3, 2000, LIMIT, &r), 200);
+        assert_int_equal(r.len, n);
+        assert_memory_equal(r.body, body, n);
+        if (i > 0 && r.seconds > 0.25) fail_msg("call %d took %.3f s", i, r.seconds);
+        si_h2oc_resp_free(&r);
+    }
+    si_http_server_stats(srv, &after);
+    assert_int_equal(after.connections_accepted - before.connections_accepted, 1);
+    /* A status is an answer: a 404 with its JSON body. */
+    si_h2oc_t *c404 = si_h2oc_new(url("/nothing"), &err);
+    si_h2oc_resp_t r;
+    assert_int_equal(si_h2oc_post(c404, NULL, iov, 1, 2000, LIMIT, &r), 404);
+    assert_non_null(strstr(r.body, "not_found"));
+    si_h2oc_resp_free(&r);
+    si_h2oc_free(c404);
+    /* A response over the limit. */
+    assert_int_equal(si_h2oc_post(c, NULL, iov, 3, 2000, n / 2, &r), -1);
+    assert_int_equal(r.error, SI_H2OC_OTHER);
+    assert_null(r.body);
+    si_h2oc_resp_free(&r);
+    si_h2oc_free(c);
+    /* Nobody listening; a server slower than the timeout. */
+    char u[64];
+    snprintf(u, sizeof u, "http://127.0.0.1:%d/x", closed_port());
+    c = si_h2oc_new(u, &err);
+    assert_int_equal(si_h2oc_post(c, NULL, iov, 1, 2000, LIMIT, &r), -1);
+    assert_int_equal(r.error, SI_H2OC_CONNECT);
+    assert_non_null(strstr(r.error_msg, u));
+    si_h2oc_resp_free(&r);
+    si_h2oc_free(c);
+    c = si_h2oc_new(url("/sleep"), &err);
+    assert_int_equal(si_h2oc_post(c, NULL, iov, 1, SLEEP_MS / 4, LIMIT, &r), -1);
+    assert_int_equal(r.error, SI_H2OC_TIMEOUT);
+    assert_true(r.seconds < SLEEP_MS * 1e-3);
+    si_h2oc_resp_free(&r);
+    si_h2oc_free(c);
+    /* Not a URL it can use. */
+    assert_null(si_h2oc_new("https://127.0.0.1/x", &err));
+    assert_non_null(strstr(err.msg, "http://"));
+    assert_null(si_h2oc_new("not a url", &err));
+    free(body);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_echo_exact_bytes),
@@ -795,6 +861,7 @@ int main(void) {
         cmocka_unit_test(test_graceful_stop),
         cmocka_unit_test(test_drain_deadline_cuts),
         cmocka_unit_test(test_request_timeout),
+        cmocka_unit_test(test_h2oc),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -107,7 +107,10 @@ The layout of the chosen plan, as YAML:
 {{- range $s := $layout.steps -}}
 {{- $steps = append $steps (dict "segment" $s.segment "bands" (int $s.bands) "functions" $s.functions) -}}
 {{- end -}}
-{{- dict "name" .Values.plan "model" "resnet50" "dtype" .Values.dtype "timeout_ms" (int .Values.timeoutMs) "chain" (.Values.chain | default false) "steps" $steps | toPrettyJson -}}
+{{- $plan := dict "name" .Values.plan "model" "resnet50" "dtype" .Values.dtype "timeout_ms" (int .Values.timeoutMs) "steps" $steps -}}
+{{- /* "chain" only when on: the kustomize overlays' plans (unchained) have no such key */ -}}
+{{- if .Values.chain }}{{ $_ := set $plan "chain" true }}{{ end -}}
+{{- $plan | toPrettyJson -}}
 {{- end -}}
 
 {{/* Image of a stage function: its segment's image, or with model.source=pvc
