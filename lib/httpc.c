@@ -22,6 +22,7 @@
 #define MAX_CONNECTS 64 /* connection cache per client: fan-out x hosts */
 /* Bytes per read(): curl's 16 KiB default means ~200 callbacks for one 3 MiB tensor. */
 #define RECV_BUFFER (256 << 10)
+#define MAX_IDLE_S 5 /* seconds a pooled connection may sit idle and still be reused */
 #define EXPECT_TIMEOUT_MS 250 /* wait for "100 Continue" at most this long */
 
 struct si_httpc {
@@ -61,6 +62,20 @@ static size_t on_read(char *dst, size_t size, size_t nmemb, void *ud) {
         if (x->iov_off == v->iov_len) x->iov_i++, x->iov_off = 0;
     }
     return n;
+}
+
+/* Rewinds an iovec body: curl resends it when a kept-alive connection turns
+ * out to be closed (the server's idle timeout) and it retries on a fresh one.
+ * Without this the call fails with "necessary data rewind wasn't possible". */
+static int on_seek(void *ud, curl_off_t offset, int origin) {
+    xfer_t *x = ud;
+    if (origin != SEEK_SET || offset < 0) return CURL_SEEKFUNC_CANTSEEK;
+    size_t left = (size_t)offset;
+    x->iov_i = 0, x->iov_off = 0;
+    while (x->iov_i < x->iovcnt && left >= x->iov[x->iov_i].iov_len) left -= x->iov[x->iov_i++].iov_len;
+    if (x->iov_i == x->iovcnt && left) return CURL_SEEKFUNC_FAIL;
+    x->iov_off = left;
+    return CURL_SEEKFUNC_OK;
 }
 
 /* Formats out->error_msg; returns -1 like si_err_set. */
@@ -254,6 +269,9 @@ static int xfer_setup(si_httpc_t *c, xfer_t *x, const si_httpc_call_t *k) {
     SET(CURLOPT_HEADERFUNCTION, on_header);
     SET(CURLOPT_HEADERDATA, x);
     SET(CURLOPT_PRIVATE, x);
+    /* Drop a kept-alive connection before a server's 10 s idle limit (http.h)
+     * drops it under a request; on_seek covers the rest of that race. */
+    SET(CURLOPT_MAXAGE_CONN, (long)MAX_IDLE_S);
     if (x->hdrs) SET(CURLOPT_HTTPHEADER, x->hdrs);
     if (!strcmp(x->method, "GET")) {
         SET(CURLOPT_HTTPGET, 1L);
@@ -269,6 +287,8 @@ static int xfer_setup(si_httpc_t *c, xfer_t *x, const si_httpc_call_t *k) {
             x->iov = k->iov, x->iovcnt = k->iovcnt, x->iov_i = 0, x->iov_off = 0;
             SET(CURLOPT_READFUNCTION, on_read);
             SET(CURLOPT_READDATA, x);
+            SET(CURLOPT_SEEKFUNCTION, on_seek);
+            SET(CURLOPT_SEEKDATA, x);
             /* curl copies a read-callback body through this buffer, 64 KiB by
              * default: a 3 MB tensor would be 49 callbacks and sends. */
             SET(CURLOPT_UPLOAD_BUFFERSIZE, 1L << 20);
@@ -297,6 +317,7 @@ static si_httpc_error_t classify(CURLcode rc) {
     case CURLE_COULDNT_RESOLVE_PROXY:
     case CURLE_COULDNT_CONNECT: return SI_HTTPC_CONNECT;
     case CURLE_OPERATION_TIMEDOUT: return SI_HTTPC_TIMEOUT;
+    case CURLE_SEND_FAIL_REWIND:
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:
     case CURLE_GOT_NOTHING:

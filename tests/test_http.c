@@ -553,6 +553,95 @@ static void test_connection_reuse(void **state) {
     si_httpc_free(c);
 }
 
+/* A server of one script: on its first connection it answers one request and
+ * then takes the next one and hangs up without a word, as a server does whose
+ * keep-alive timer fired just as the request came; on its second connection
+ * it answers again. body_ok says whether the resent body arrived whole. */
+typedef struct hangup_srv {
+    int lfd, port;
+    size_t want; /* body bytes each request carries */
+    int body_ok[3];
+} hangup_srv_t;
+
+/* Reads one request (headers, then Content-Length bytes); 1 if its body
+ * matches byte i = i % 251, 0 if not, -1 on EOF. */
+static int read_request(int fd, size_t want) {
+    char buf[8192];
+    size_t got = 0, head = 0;
+    while (!head) {
+        ssize_t n = recv(fd, buf + got, sizeof buf - got, 0);
+        if (n <= 0) return -1;
+        got += (size_t)n;
+        char *e = memmem(buf, got, "\r\n\r\n", 4);
+        if (e) head = (size_t)(e - buf) + 4;
+    }
+    size_t seen = 0;
+    int ok = 1;
+    for (size_t i = head; i < got; i++, seen++) ok &= (unsigned char)buf[i] == seen % 251;
+    while (seen < want) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) return -1;
+        for (ssize_t i = 0; i < n; i++, seen++) ok &= (unsigned char)buf[i] == seen % 251;
+    }
+    return ok && seen == want;
+}
+
+static void *hangup_main(void *arg) {
+    hangup_srv_t *h = arg;
+    static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    int fd = accept(h->lfd, NULL, NULL);
+    h->body_ok[0] = read_request(fd, h->want);
+    send(fd, ok, sizeof ok - 1, MSG_NOSIGNAL);
+    h->body_ok[1] = read_request(fd, h->want);
+    close(fd); /* no answer */
+    fd = accept(h->lfd, NULL, NULL);
+    h->body_ok[2] = read_request(fd, h->want);
+    send(fd, ok, sizeof ok - 1, MSG_NOSIGNAL);
+    close(fd);
+    return NULL;
+}
+
+/* A body in pieces (the gateway's [header][tensor]) sent again in full when
+ * a kept-alive connection dies under the request: curl retries on a fresh
+ * connection, which needs the pieces rewound (else the call failed with
+ * "necessary data rewind wasn't possible", seen under a benchmark). */
+static void test_iov_resent_after_hangup(void **state) {
+    (void)state;
+    hangup_srv_t h = {.want = 300000};
+    h.lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    socklen_t alen = sizeof a;
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(h.lfd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(h.lfd, 4), 0);
+    getsockname(h.lfd, (struct sockaddr *)&a, &alen);
+    h.port = ntohs(a.sin_port);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, hangup_main, &h), 0);
+    unsigned char *body = malloc(h.want);
+    for (size_t i = 0; i < h.want; i++) body[i] = (unsigned char)(i % 251);
+    struct iovec iov[3] = {{body, 7}, {body + 7, 200000}, {body + 200007, h.want - 200007}};
+    char u[64];
+    snprintf(u, sizeof u, "http://127.0.0.1:%d/x", h.port);
+    si_httpc_t *c = si_httpc_new();
+    for (int i = 0; i < 2; i++) {
+        si_httpc_call_t k = {.url = u, .iov = iov, .iovcnt = 3, .timeout_ms = 5000};
+        si_httpc_resp_t r;
+        si_err_t err = {""};
+        if (si_httpc_post_many(c, 1, &k, &r, &err) != 0) fail_msg("call %d: %s", i, r.error_msg);
+        assert_int_equal(r.status, 200);
+        assert_memory_equal(r.body, "ok", 2);
+        si_httpc_resp_free(&r);
+    }
+    pthread_join(t, NULL);
+    close(h.lfd);
+    assert_int_equal(h.body_ok[0], 1);
+    assert_int_equal(h.body_ok[2], 1); /* the retry carried the whole body again */
+    si_httpc_free(c);
+    free(body);
+}
+
 /* The test's own getaddrinfo, found before libc's by libcurl (the program's
  * symbols come first): counts lookups of TEST_HOST and answers them with
  * loopback, so a test can see how often the client really resolved a name. */
@@ -863,6 +952,7 @@ int main(void) {
         cmocka_unit_test(test_malformed_request),
         cmocka_unit_test(test_post_many_concurrency),
         cmocka_unit_test(test_connection_reuse),
+        cmocka_unit_test(test_iov_resent_after_hangup),
         cmocka_unit_test(test_dns_shared),
         cmocka_unit_test(test_error_kinds),
         cmocka_unit_test(test_graceful_stop),
