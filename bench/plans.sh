@@ -17,7 +17,8 @@
 #   bytes; loopback TCP on this VM moves ~1 ms per MB, and the pipeline moves
 #   13 MB per image in fp32; plan:chain chains its one-band steps, each
 #   function passing its output straight to the next: 7 MB; plan:chain+fp16
-#   both); EVICT=64 MiB written between floor runs
+#   both; plan:nchw sends activations as NCHW instead of the default NHWC,
+#   so each function reorders at both ends, as before wire format 3); EVICT=64 MiB written between floor runs
 #   (4x this VM's 16 MiB L3), FLOOR_N=15 runs each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +40,7 @@ for p in $PLANS; do
 import json,sys; d=json.load(open(sys.argv[1]))
 for v in sys.argv[2].split('+'):
     if v == 'chain': d['chain'] = True
+    elif v in ('nchw', 'nhwc'): d['layout'] = v
     else: d['dtype'] = v
 d['name']=sys.argv[3]; json.dump(d,open(sys.argv[4],'w'))" "$f" "${p#*:}" "$p" "$W/$p.json"
         f=$W/$p.json

@@ -59,7 +59,7 @@ static int parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
         {'l', NULL, "--plans", 1},   {'I', NULL, "--images", 1},  {'R', NULL, "--runtime", 1},
         {'C', NULL, "--cpus", 1},    {'M', NULL, "--memory", 1},  {'c', NULL, "--concurrency", 1},
         {'D', NULL, "--cold", 1},    {'O', NULL, "--out", 1},     {'S', NULL, "--seconds", 1},
-        {'X', NULL, "--next", 1},
+        {'X', NULL, "--next", 1},    {'Y', NULL, "--layout", 1},
     };
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -102,6 +102,11 @@ static int parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
         case 'D': if (int_arg(a, v, 1, 1000, &o->cold)) return 1; break;
         case 'O': o->out = v; break;
         case 'X': o->next = v; break;
+        case 'Y':
+            if (!strcmp(v, "nchw")) o->layout = SI_IO_NCHW;
+            else if (!strcmp(v, "nhwc")) o->layout = SI_IO_NHWC;
+            else return cli_fail("--layout wants nchw or nhwc, got '%s'", v);
+            break;
         case 'S': if (int_arg(a, v, 1, 3600, &o->seconds)) return 1; break;
         case 'b': if (int_arg(a, v, 1, 4096, &o->batch)) return 1; break;
         case 'w': if (int_arg(a, v, 0, 1000000, &o->warmup)) return 1; break;
@@ -147,7 +152,7 @@ int cli_setup_timed(const cli_opts_t *o, int batch, si_graph_t **g, si_segment_t
     if (!e) return 0;
     si_band_t band;
     if (cli_band(o, *g, seg, &band)) return 1;
-    *e = si_engine_create_band(*g, seg, o->band_n ? &band : NULL, batch, &err);
+    *e = si_engine_create_io(*g, seg, o->band_n ? &band : NULL, batch, o->layout, o->layout, &err);
     si_band_free(&band);
     if (!*e) return cli_fail("%s", err.msg);
     if (compile_ms) *compile_ms = cli_now_ms() - t1;

@@ -20,7 +20,7 @@ static const struct {
 } cmds[] = {
     {"classify", si_cmd_classify, "-m MODEL [-t THREADS] [-k 5] [--json] IMAGE...   top-k classes"},
     {"infer", si_cmd_infer, "-m MODEL [--segment A..B] [--band k/K] --input X.bin --output Y.bin   raw tensors"},
-    {"bench", si_cmd_bench, "-m MODEL [--segment A..B] [--band k/K] [-t THREADS] [-n N] [--batch B] [--warmup W] [--evict-mb M]   latency;\n"
+    {"bench", si_cmd_bench, "-m MODEL [--segment A..B] [--band k/K] [-t THREADS] [-n N] [--batch B] [--warmup W] [--evict-mb M] [--layout nchw|nhwc]   latency;\n"
      "             --plans P1,P2 -m MODEL --images DIR [--runtime process|podman]   Table 1"},
     {"info", si_cmd_info, "-m MODEL   segments, parameters, MACs, cut points"},
     {"convert", si_cmd_convert, "IN.onnx -o OUT.sfm [--segment A..B] [--plain]   packed model file"},

@@ -170,7 +170,7 @@ int si_cmd_bench(int argc, char **argv) {
     for (int i = 0; i < argc; i++) /* the plans benchmark (Table 1): cmd/benchplans.c */
         if (!strcmp(argv[i], "--plans")) return si_cmd_bench_plans(argc, argv);
     cli_opts_t o;
-    if (cli_parse(argc, argv, "mstnbwBE", &o)) return 1;
+    if (cli_parse(argc, argv, "mstnbwBEY", &o)) return 1;
     si_graph_t *g;
     si_segment_t seg;
     si_engine_t *e;

@@ -120,7 +120,7 @@ static void rows_md(const si_engine_t *e, int v, int ra, int rb, dnnl_format_tag
     for (int i = 0; i < val->ndim; i++) d[i] = val->dims[i];
     d[0] = e->batch;
     if (val->ndim == 4) d[2] = rb - ra;
-    if (tag == dnnl_nchw && val->ndim == 2) tag = dnnl_nc;
+    if (val->ndim == 2) tag = tag == dnnl_format_tag_any ? tag : dnnl_nc;
     dnnl_memory_desc_init_by_tag(md, val->ndim, d, dnnl_f32, tag);
 }
 
@@ -752,8 +752,21 @@ si_engine_t *si_engine_create(const si_graph_t *g, const si_segment_t *seg, int 
 
 si_engine_t *si_engine_create_band(const si_graph_t *g, const si_segment_t *seg,
                                    const si_band_t *band, int batch, si_err_t *err) {
+    return si_engine_create_io(g, seg, band, batch, SI_IO_NCHW, SI_IO_NCHW, err);
+}
+
+static dnnl_format_tag_t io_tag(si_io_layout_t l) { return l == SI_IO_NHWC ? dnnl_nhwc : dnnl_nchw; }
+
+si_engine_t *si_engine_create_io(const si_graph_t *g, const si_segment_t *seg,
+                                 const si_band_t *band, int batch, si_io_layout_t in_layout,
+                                 si_io_layout_t out_layout, si_err_t *err) {
     if (batch < 1 || batch > 4096) {
         si_err_set(err, "batch must be in 1..4096");
+        return NULL;
+    }
+    if ((in_layout != SI_IO_NCHW && in_layout != SI_IO_NHWC) ||
+        (out_layout != SI_IO_NCHW && out_layout != SI_IO_NHWC)) {
+        si_err_set(err, "unknown tensor layout %d / %d", (int)in_layout, (int)out_layout);
         return NULL;
     }
     si_engine_t *e = calloc(1, sizeof *e);
@@ -793,7 +806,7 @@ si_engine_t *si_engine_create_band(const si_graph_t *g, const si_segment_t *seg,
         goto fail;
     }
     dnnl_memory_desc_t md;
-    plain_md(e, seg->in, &md);
+    rows_md(e, seg->in, e->row_begin[seg->in], e->row_end[seg->in], io_tag(in_layout), &md);
     e->user_in = mem_new(e, &md, -1, NULL);
     if (e->user_in < 0) goto fail;
     e->val_mem[seg->in] = e->user_in;
@@ -803,7 +816,7 @@ si_engine_t *si_engine_create_band(const si_graph_t *g, const si_segment_t *seg,
     if (e->in_ndim == 4) e->in_dims[2] = e->row_end[seg->in] - e->row_begin[seg->in];
     for (int i = seg->node_begin; i < seg->node_end; i++)
         if (compile_node(e, i) < 0) goto fail;
-    plain_md(e, seg->out, &md);
+    rows_md(e, seg->out, e->row_begin[seg->out], e->row_end[seg->out], io_tag(out_layout), &md);
     e->user_out = mem_new(e, &md, -1, NULL);
     if (e->user_out < 0) goto fail;
     dnnl_primitive_desc_t pd;

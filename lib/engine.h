@@ -11,7 +11,7 @@
  * layout decisions, no locking.
  *
  * Tensors cross the API in plain layout: NCHW (4-D) or NC (2-D) float32,
- * batch first. The engine borrows the graph: keep the graph alive as long as
+ * batch first, unless si_engine_create_io asks for NHWC. The engine borrows the graph: keep the graph alive as long as
  * any engine built from it.
  *
  * 3x3 stride-1 convolutions run by Winograd F(2x2,3x3) (wino.h) where its
@@ -49,6 +49,19 @@ si_engine_t *si_engine_create(const si_graph_t *g, const si_segment_t *seg, int 
  * NULL (the whole tensor); it is only read during the call. */
 si_engine_t *si_engine_create_band(const si_graph_t *g, const si_segment_t *seg,
                                    const si_band_t *band, int batch, si_err_t *err);
+
+/* How a 4-D tensor lies in memory at the API: NCHW (plain), or NHWC
+ * (channels innermost). NHWC is what the engine's own kernels run on between
+ * layers (oneDNN's choice for these convolutions, and Winograd's), so a
+ * segment that takes and gives NHWC skips the reorder at each end: ~4 ms per
+ * ResNet50 image over the pipeline's four cuts. A band of rows is also one
+ * contiguous run per image in NHWC. 2-D tensors are NC either way. */
+typedef enum si_io_layout { SI_IO_NCHW = 0, SI_IO_NHWC = 1 } si_io_layout_t;
+
+/* si_engine_create_band with the input and output in the given layouts. */
+si_engine_t *si_engine_create_io(const si_graph_t *g, const si_segment_t *seg,
+                                 const si_band_t *band, int batch, si_io_layout_t in_layout,
+                                 si_io_layout_t out_layout, si_err_t *err);
 
 void si_engine_free(si_engine_t *e);
 

@@ -25,6 +25,7 @@ struct si_gateway {
     si_plan_t plan;
     step_t *steps;
     si_wire_dtype_t dtype;
+    si_wire_layout_t layout; /* of the activations between functions */
 };
 
 static double now_s(void) {
@@ -43,6 +44,7 @@ si_gateway_t *si_gateway_new(const si_plan_t *plan, si_graph_t *g, si_err_t *err
     gw->g = g;
     gw->plan = *plan;
     if (si_wire_dtype_parse(plan->dtype, &gw->dtype, err) < 0) goto fail;
+    gw->layout = strcmp(plan->layout, "nchw") ? SI_WIRE_NHWC : SI_WIRE_NCHW;
     if (si_plan_check(plan, g, segs, err) < 0) goto fail;
     for (int i = 0; i < plan->n_steps; i++) {
         const si_plan_step_t *ps = &plan->steps[i];
@@ -113,26 +115,46 @@ static void held_free(held_t *h) {
     memset(h, 0, sizeof *h);
 }
 
-/* Rows [a, b) of every plane of x (C planes of h rows of w floats) -> dst. */
-static void slice_rows(const float *x, int c, int h, int w, int a, int b, float *dst) {
-    size_t row = (size_t)w, n = (size_t)(b - a) * row;
-    for (int p = 0; p < c; p++) memcpy(dst + (size_t)p * n, x + ((size_t)p * (size_t)h + (size_t)a) * row, n * sizeof *dst);
+/* How rows lie in a 4-d tensor of batch 1 (dims N, C, H, W): as `planes`
+ * planes of h rows of `row` elements. NCHW: a plane per channel, rows of W
+ * elements; NHWC: one plane, rows of W x C elements. */
+typedef struct rows_shape {
+    int planes, h;
+    size_t row; /* elements per row */
+} rows_shape_t;
+
+static rows_shape_t rows_shape(const si_value_t *v, si_wire_layout_t layout) {
+    if (layout == SI_WIRE_NHWC) return (rows_shape_t){1, v->dims[2], (size_t)v->dims[3] * (size_t)v->dims[1]};
+    return (rows_shape_t){v->dims[1], v->dims[2], (size_t)v->dims[3]};
 }
 
-/* The same rows of elements of any size (row: bytes of one row) as pieces
- * of a message body, without copying them: iov[1 + p] is plane p's rows
- * [a, b) where they lie in x. */
-static void gather_rows(const uint8_t *x, int c, int h, size_t row, int a, int b, struct iovec *iov) {
-    size_t n = (size_t)(b - a) * row;
-    for (int p = 0; p < c; p++)
-        iov[1 + p] = (struct iovec){(void *)(x + ((size_t)p * (size_t)h + (size_t)a) * row), n};
+/* Rows [a, b) of every plane of x -> dst, contiguous. */
+static void slice_rows(const float *x, rows_shape_t s, int a, int b, float *dst) {
+    size_t n = (size_t)(b - a) * s.row;
+    for (int p = 0; p < s.planes; p++)
+        memcpy(dst + (size_t)p * n, x + ((size_t)p * (size_t)s.h + (size_t)a) * s.row, n * sizeof *dst);
+}
+
+/* The same rows of elements of es bytes as pieces of a message body, without
+ * copying them: iov[1 + p] is plane p's rows [a, b) where they lie in x. */
+static void gather_rows(const uint8_t *x, rows_shape_t s, size_t es, int a, int b, struct iovec *iov) {
+    size_t row = s.row * es, n = (size_t)(b - a) * row;
+    for (int p = 0; p < s.planes; p++)
+        iov[1 + p] = (struct iovec){(void *)(x + ((size_t)p * (size_t)s.h + (size_t)a) * row), n};
 }
 
 /* The inverse: band rows of every plane, as they lie in a reply, into rows
- * [a, b) of y (h rows of row bytes per plane). */
-static void place_rows(const uint8_t *band, int c, int h, size_t row, int a, int b, uint8_t *y) {
-    size_t n = (size_t)(b - a) * row;
-    for (int p = 0; p < c; p++) memcpy(y + ((size_t)p * (size_t)h + (size_t)a) * row, band + (size_t)p * n, n);
+ * [a, b) of y. */
+static void place_rows(const uint8_t *band, rows_shape_t s, size_t es, int a, int b, uint8_t *y) {
+    size_t row = s.row * es, n = (size_t)(b - a) * row;
+    for (int p = 0; p < s.planes; p++)
+        memcpy(y + ((size_t)p * (size_t)s.h + (size_t)a) * row, band + (size_t)p * n, n);
+}
+
+/* NHWC -> NCHW, batch 1: the plan's last output when it is 4-d. */
+static void to_nchw(const float *x, int c, int h, int w, float *y) {
+    for (int i = 0; i < h * w; i++)
+        for (int k = 0; k < c; k++) y[(size_t)k * (size_t)(h * w) + (size_t)i] = x[(size_t)i * (size_t)c + (size_t)k];
 }
 
 /* How a call that got no 200 failed. A function that answers 503 or 504
@@ -171,14 +193,16 @@ static int trace_chain(const si_gateway_t *gw, int i, int n, const si_wire_reply
 }
 
 /* Runs the call of steps [i, j): one step (j = i + 1), or a chained run of
- * one-band steps. Its full input is x, elements of encoding xdt: the caller's
- * float32 for the first step, else the previous step's output in the plan's
- * dtype. The output of step j - 1 goes, in the plan's dtype, to *y (the last
- * reply kept whole, or the bands stitched), or converted to float32 into out
- * when out is not NULL (the last step). tr: the traces of steps i..j-1. */
+ * one-band steps. Its full input is x, elements of encoding xdt laid out as
+ * xl: the caller's float32 NCHW for the first step, else the previous step's
+ * output in the plan's dtype and layout. The output of step j - 1 goes, in
+ * the plan's dtype and layout, to *y (the last reply kept whole, or the bands
+ * stitched), or converted to float32 NCHW into out when out is not NULL (the
+ * last step). tr: the traces of steps i..j-1. */
 static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i, int j,
-                                    const void *x, si_wire_dtype_t xdt, held_t *y, float *out,
-                                    si_gateway_step_trace_t *tr, si_err_t *err) {
+                                    const void *x, si_wire_dtype_t xdt, si_wire_layout_t xl,
+                                    held_t *y, float *out, si_gateway_step_trace_t *tr,
+                                    si_err_t *err) {
     const step_t *st = &gw->steps[i];
     const si_value_t *xv = &gw->g->values[st->seg.in], *yv = &gw->g->values[gw->steps[j - 1].seg.out];
     int K = st->bands;
@@ -188,6 +212,10 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
      * (float32 input, fp16/bf16 plan) it is converted by the encoder. */
     int as_is = xdt == gw->dtype;
     size_t es = si_wire_dtype_size(gw->dtype), numel = si_value_numel(yv);
+    if (xv->ndim != 4) xl = SI_WIRE_NCHW;
+    si_wire_layout_t yl = yv->ndim == 4 ? gw->layout : SI_WIRE_NCHW;
+    rows_shape_t xs = xv->ndim == 4 ? rows_shape(xv, xl) : (rows_shape_t){0};
+    rows_shape_t ys = yv->ndim == 4 ? rows_shape(yv, yl) : (rows_shape_t){0};
     si_gateway_status_t rc = SI_GW_FAILED;
     float *slices[SI_PLAN_MAX_BANDS] = {0};         /* a band's input rows, copied to convert */
     struct iovec *gathers[SI_PLAN_MAX_BANDS] = {0}; /* or gathered where they lie */
@@ -211,27 +239,30 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
         else
             rq.input.data = x;
         rq.input.dtype = gw->dtype;
+        rq.input.layout = xl;
         rq.reply_dtype = gw->dtype;
+        rq.reply_layout = gw->layout;
         rq.then = then, rq.n_then = j - i - 1;
         rq.timeout_ms = gw->plan.timeout_ms;
         if (xv->ndim == 4) {
             int h = r->in_end - r->in_begin;
             rq.input.dims[2] = h;
             rq.input_row0 = r->in_begin;
-            /* A band: its rows, contiguous per channel. Elements in the wire's
-             * encoding are sent from x as they lie (the encoder writes only the
-             * header; see below); the rest from a contiguous copy. */
+            /* A band: its rows, contiguous per plane (one plane in NHWC).
+             * Elements in the wire's encoding are sent from x as they lie (the
+             * encoder writes only the header; see below); the rest from a
+             * contiguous copy. */
             if (h != xv->dims[2]) {
                 if (as_is)
-                    gathers[k] = malloc(((size_t)xv->dims[1] + 1) * sizeof *gathers[k]);
+                    gathers[k] = malloc(((size_t)xs.planes + 1) * sizeof *gathers[k]);
                 else
-                    slices[k] = malloc((size_t)xv->dims[1] * (size_t)h * (size_t)xv->dims[3] * sizeof(float));
+                    slices[k] = malloc((size_t)xs.planes * (size_t)h * xs.row * sizeof(float));
                 if (!gathers[k] && !slices[k]) {
                     si_err_set(err, "out of memory");
                     goto out;
                 }
                 if (slices[k]) {
-                    slice_rows(x, xv->dims[1], xv->dims[2], xv->dims[3], r->in_begin, r->in_end, slices[k]);
+                    slice_rows(x, xs, r->in_begin, r->in_end, slices[k]);
                     rq.input.data = slices[k];
                 }
             }
@@ -252,9 +283,8 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
                 goto out;
             }
             gathers[k][0] = packed[k].iov[0];
-            gather_rows(x, xv->dims[1], xv->dims[2], (size_t)xv->dims[3] * es, r->in_begin, r->in_end,
-                        gathers[k]);
-            iov = gathers[k], iovcnt = xv->dims[1] + 1;
+            gather_rows(x, xs, es, r->in_begin, r->in_end, gathers[k]);
+            iov = gathers[k], iovcnt = xs.planes + 1;
         }
         /* No "Expect: 100-continue": a stage takes any body under its limit,
          * and waiting for the 100 costs a round trip per megabyte-sized hop. */
@@ -305,9 +335,11 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
         int ok = rp.output.ndim == yv->ndim && rp.output.dims[0] == 1 && rp.output.dims[1] == yv->dims[1] &&
                  (yv->ndim == 2 || (rp.output.dims[2] == rows && rp.output.dims[3] == yv->dims[3] &&
                                     rp.out_row0 == r->out_begin));
-        if (!ok || rp.output.dtype != gw->dtype) {
+        if (!ok || rp.output.dtype != gw->dtype || rp.output.layout != yl) {
             si_err_set(err, "step %d band %d: %s replied with %s", i, k, st->urls[k],
-                       ok ? "another dtype than asked for" : "a tensor of the wrong shape or rows");
+                       !ok ? "a tensor of the wrong shape or rows"
+                       : rp.output.dtype != gw->dtype ? "another dtype than asked for"
+                                                      : "another layout than asked for");
             si_wire_reply_free(&rp);
             rc = SI_GW_UPSTREAM_ERROR;
             goto out;
@@ -335,13 +367,23 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
             continue;
         }
         if (yv->ndim == 4)
-            place_rows(rp.output.bytes, yv->dims[1], yv->dims[2], (size_t)yv->dims[3] * es, r->out_begin,
-                       r->out_end, y->stitched);
+            place_rows(rp.output.bytes, ys, es, r->out_begin, r->out_end, y->stitched);
         else
             memcpy(y->stitched, rp.output.bytes, numel * es);
         si_wire_reply_free(&rp);
     }
-    if (out) si_wire_unpack_elems(gw->dtype, held_bytes(y), numel, out);
+    if (out && yl == SI_WIRE_NHWC) {
+        float *tmp = malloc(numel * sizeof *tmp);
+        if (!tmp) {
+            si_err_set(err, "out of memory");
+            goto out;
+        }
+        si_wire_unpack_elems(gw->dtype, held_bytes(y), numel, tmp);
+        to_nchw(tmp, yv->dims[1], yv->dims[2], yv->dims[3], out);
+        free(tmp);
+    } else if (out) {
+        si_wire_unpack_elems(gw->dtype, held_bytes(y), numel, out);
+    }
     rc = SI_GW_OK;
 out:
     /* A chain's steps were traced from its reply; a failed call is the first step's. */
@@ -364,17 +406,18 @@ si_gateway_status_t si_gateway_run(si_gateway_t *gw, si_httpc_t *client, const f
     double t0 = now_s();
     const void *x = input;
     si_wire_dtype_t xdt = SI_WIRE_FP32;
+    si_wire_layout_t xl = SI_WIRE_NCHW;
     held_t cur = {0}; /* the previous step's output: x, until the next step has sent it */
     si_gateway_status_t rc = SI_GW_OK;
     for (int i = 0, j; i < gw->plan.n_steps && rc == SI_GW_OK; i = j) {
         j = si_plan_call_end(&gw->plan, i);
         int last = j == gw->plan.n_steps;
         held_t next;
-        rc = run_step(gw, client, i, j, x, xdt, &next, last ? out : NULL, &trace->steps[i], err);
+        rc = run_step(gw, client, i, j, x, xdt, xl, &next, last ? out : NULL, &trace->steps[i], err);
         trace->n_steps = j;
         held_free(&cur);
         cur = next;
-        x = held_bytes(&cur), xdt = gw->dtype;
+        x = held_bytes(&cur), xdt = gw->dtype, xl = gw->layout;
     }
     held_free(&cur);
     trace->seconds = now_s() - t0;

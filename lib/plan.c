@@ -84,7 +84,7 @@ int si_plan_parse(const char *text, size_t len, si_plan_t *p, si_err_t *err) {
     json_object_foreach(root, key, v) {
         if (strcmp(key, "name") && strcmp(key, "model") && strcmp(key, "dtype") &&
             strcmp(key, "timeout_ms") && strcmp(key, "steps") && strcmp(key, "comment") &&
-            strcmp(key, "chain")) {
+            strcmp(key, "chain") && strcmp(key, "layout")) {
             si_err_set(err, "plan: unknown key \"%s\"", key);
             goto out;
         }
@@ -92,10 +92,15 @@ int si_plan_parse(const char *text, size_t len, si_plan_t *p, si_err_t *err) {
     if (str_member(root, "name", p->name, sizeof p->name, "plan", err) < 0 ||
         str_member(root, "model", p->model, sizeof p->model, "resnet50", err) < 0 ||
         str_member(root, "dtype", p->dtype, sizeof p->dtype, "fp32", err) < 0 ||
+        str_member(root, "layout", p->layout, sizeof p->layout, "nhwc", err) < 0 ||
         int_member(root, "timeout_ms", &p->timeout_ms, 10000, 1, 3600 * 1000, err) < 0)
         goto out;
     if (strcmp(p->dtype, "fp32") && strcmp(p->dtype, "bf16") && strcmp(p->dtype, "fp16")) {
         si_err_set(err, "plan: dtype \"%s\" is not fp32, bf16 or fp16", p->dtype);
+        goto out;
+    }
+    if (strcmp(p->layout, "nhwc") && strcmp(p->layout, "nchw")) {
+        si_err_set(err, "plan: layout \"%s\" is not nhwc or nchw", p->layout);
         goto out;
     }
     json_t *chain = json_object_get(root, "chain");
@@ -140,9 +145,9 @@ char *si_plan_dump(const si_plan_t *p) {
         json_array_append_new(steps, json_pack("{s:s, s:i, s:o}", "segment", s->segment, "bands",
                                                s->bands, "functions", f));
     }
-    json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:b, s:o}", "name", p->name, "model", p->model,
-                          "dtype", p->dtype, "timeout_ms", p->timeout_ms, "chain", p->chain,
-                          "steps", steps);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:b, s:o}", "name", p->name, "model",
+                          p->model, "dtype", p->dtype, "layout", p->layout, "timeout_ms",
+                          p->timeout_ms, "chain", p->chain, "steps", steps);
     char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(o);
     return s;

@@ -11,6 +11,8 @@
  *   { "name": "pipeline",
  *     "model": "resnet50",           name served on the OIP v2 API
  *     "dtype": "fp32",               wire dtype of activations: fp32|bf16|fp16
+ *     "layout": "nhwc",              how activations lie on the wire: nhwc|nchw
+ *                                    (nhwc: as the kernels hold them, no reorders)
  *     "timeout_ms": 10000,           per call to a function
  *     "chain": false,                true: see below
  *     "steps": [
@@ -51,6 +53,7 @@ typedef struct si_plan {
     char name[SI_MAX_NAME];
     char model[SI_MAX_NAME];
     char dtype[8];  /* "fp32", "bf16" or "fp16" */
+    char layout[8]; /* "nhwc" or "nchw" */
     int timeout_ms; /* per function call */
     int chain;      /* runs of one-band steps are chained (see above) */
     int n_steps;

@@ -12,7 +12,8 @@
 #define STAGE_ENGINES 8 /* cached (batch, band) engines; a plan uses one or two */
 
 typedef struct cached {
-    int batch, out_begin, out_end; /* key */
+    int batch, out_begin, out_end; /* key ... */
+    si_wire_layout_t in_layout, out_layout; /* ... */
     int in_begin, in_end;          /* input rows it reads */
     si_engine_t *engine;
     float *out;                    /* si_engine_out_numel floats, for warm-up runs */
@@ -80,13 +81,15 @@ static int out_rows(const si_stage_t *s) {
     return y->ndim == 4 ? y->dims[2] : 1;
 }
 
-/* The engine for (batch, rows [a, b)), compiled on a miss; the least recently
- * used one makes room. Caller holds the lock. */
-static cached_t *engine_for(si_stage_t *s, int batch, int a, int b, si_err_t *err) {
+/* The engine for (batch, rows [a, b), layouts), compiled on a miss; the least
+ * recently used one makes room. Caller holds the lock. */
+static cached_t *engine_for(si_stage_t *s, int batch, int a, int b, si_wire_layout_t lin,
+                            si_wire_layout_t lout, si_err_t *err) {
     cached_t *victim = &s->cache[0];
     for (int i = 0; i < STAGE_ENGINES; i++) {
         cached_t *c = &s->cache[i];
-        if (c->engine && c->batch == batch && c->out_begin == a && c->out_end == b) {
+        if (c->engine && c->batch == batch && c->out_begin == a && c->out_end == b &&
+            c->in_layout == lin && c->out_layout == lout) {
             c->last_used = ++s->tick;
             return c;
         }
@@ -95,7 +98,8 @@ static cached_t *engine_for(si_stage_t *s, int batch, int a, int b, si_err_t *er
     cached_clear(victim);
     si_band_t band;
     if (si_graph_band(s->g, &s->seg, a, b, &band, err) < 0) return NULL;
-    si_engine_t *e = si_engine_create_band(s->g, &s->seg, &band, batch, err);
+    si_engine_t *e = si_engine_create_io(s->g, &s->seg, &band, batch, (si_io_layout_t)lin,
+                                         (si_io_layout_t)lout, err);
     int ib = band.in_begin, ie = band.in_end;
     si_band_free(&band);
     if (!e) return NULL;
@@ -105,8 +109,19 @@ static cached_t *engine_for(si_stage_t *s, int batch, int a, int b, si_err_t *er
         si_err_set(err, "out of memory");
         return NULL;
     }
-    *victim = (cached_t){batch, a, b, ib, ie, e, out, ++s->tick};
+    *victim = (cached_t){batch, a, b, lin, lout, ib, ie, e, out, ++s->tick};
     return victim;
+}
+
+/* A 2-d tensor is NC: whatever was asked, it goes as NCHW. */
+static si_wire_layout_t layout_of(const si_stage_t *s, int v, si_wire_layout_t asked) {
+    return s->g->values[v].ndim == 4 ? asked : SI_WIRE_NCHW;
+}
+
+static si_wire_layout_t warm_in_layout(const si_stage_t *s) {
+    /* The gateway sends the model's input as it preprocessed it (NCHW) and
+     * every activation as a function gave it (NHWC). */
+    return s->seg.in == 0 ? SI_WIRE_NCHW : layout_of(s, s->seg.in, SI_WIRE_NHWC);
 }
 
 int si_stage_warmup(si_stage_t *s, int k, int K, si_err_t *err) {
@@ -117,7 +132,8 @@ int si_stage_warmup(si_stage_t *s, int k, int K, si_err_t *err) {
     for (int j = k < 0 ? 0 : k; rc == 0 && j < (k < 0 ? K : k + 1); j++) {
         int a, b;
         si_rows_split(h, K, j, &a, &b);
-        cached_t *c = engine_for(s, 1, a, b, err);
+        cached_t *c = engine_for(s, 1, a, b, warm_in_layout(s),
+                                 layout_of(s, s->seg.out, SI_WIRE_NHWC), err);
         float *in = c ? calloc(si_engine_in_numel(c->engine), sizeof *in) : NULL;
         rc = !c ? -1 : !in ? si_err_set(err, "out of memory") : si_engine_run(c->engine, in, c->out, err);
         free(in);
@@ -172,7 +188,8 @@ si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
      * Set before engine_for: oneDNN sizes its kernels for it at compile. */
     if (si_engine_threads() != s->threads) si_engine_set_threads(s->threads);
     si_stage_status_t st = SI_STAGE_FAILED;
-    cached_t *c = engine_for(s, (int)rq.input.dims[0], a, b, err);
+    si_wire_layout_t lout = layout_of(s, s->seg.out, rq.reply_layout);
+    cached_t *c = engine_for(s, (int)rq.input.dims[0], a, b, rq.input.layout, lout, err);
     if (!c) goto unlock;
     const si_value_t *x = &s->g->values[s->seg.in];
     int h = x->ndim == 4 ? (int)rq.input.dims[2] : 1;
@@ -193,14 +210,15 @@ si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
     uint64_t t3 = now_us();
     int od[4];
     si_wire_tensor_t y = {.ndim = si_engine_out_dims(c->engine, od), .data = reply->out,
-                          .dtype = rq.reply_dtype};
+                          .dtype = rq.reply_dtype, .layout = lout};
     for (int i = 0; i < y.ndim; i++) y.dims[i] = od[i];
     reply->out_elems = (int64_t)si_engine_out_numel(c->engine);
     if (rq.n_then) {
         /* A chain: the output, whole, becomes the next function's input, in
          * the chain's dtype, with the rest of the chain and the time left. */
         si_wire_request_t next = {.request_id = rq.request_id, .segment = rq.then[0], .input = y,
-                                  .reply_dtype = rq.reply_dtype, .then = rq.then + 1,
+                                  .reply_dtype = rq.reply_dtype,
+                                  .reply_layout = rq.reply_layout, .then = rq.then + 1,
                                   .n_then = rq.n_then - 1};
         if (rq.timeout_ms) {
             /* We give up a little before our caller does (a tenth of the time

@@ -3,9 +3,9 @@
  * StageRequests (wire.h) with StageReplies. No HTTP here: cmd/stage.c puts
  * this behind a server.
  *
- * A stage compiles one engine per (batch, output band) it is asked for and
- * keeps the most recent few (a plan asks for the same bands again and again;
- * with prepacked weights a compile costs milliseconds). Engines share the
+ * A stage compiles one engine per (batch, output band, layouts) it is asked
+ * for and keeps the most recent few (a plan asks for the same bands again and
+ * again; with prepacked weights a compile costs milliseconds). Engines share the
  * graph's weights. Calls are serialized by one lock: compute threads are
  * the engine's (OpenMP), and two requests computing at once on the same cores
  * would only slow each other down; time spent waiting is reported as queue
@@ -66,8 +66,12 @@ void si_stage_free(si_stage_t *s);
 
 /* Compiles the engine for output band k of K (K = 1: the whole tensor; k < 0:
  * every band of K) and runs it once on zeros, so the first real request pays
- * no compile and no page faults. */
+ * no compile and no page faults. It warms the layouts the gateway uses: the
+ * input NCHW for a segment that takes the model's input (the preprocessed
+ * image), else NHWC (another function's output); the output NHWC (if 4-d).
+ * A request in other layouts compiles its own engine on first use. */
 int si_stage_warmup(si_stage_t *s, int k, int K, si_err_t *err);
+
 
 /* Whether this stage has a next function to pass chained requests on to
  * (default no: a chained request is then refused as BAD_SHAPE). */

@@ -29,6 +29,9 @@ _Static_assert((int)SI_WIRE_FP32 == SPLITINFER__TENSOR__DTYPE__FLOAT32 &&
                    (int)SI_WIRE_BF16 == SPLITINFER__TENSOR__DTYPE__BFLOAT16 &&
                    (int)SI_WIRE_FP16 == SPLITINFER__TENSOR__DTYPE__FLOAT16,
                "si_wire_dtype_t must mirror Tensor.DType");
+_Static_assert((int)SI_WIRE_NCHW == SPLITINFER__TENSOR__LAYOUT__NCHW &&
+                   (int)SI_WIRE_NHWC == SPLITINFER__TENSOR__LAYOUT__NHWC,
+               "si_wire_layout_t must mirror Tensor.Layout");
 
 /* ---- dtypes ---- */
 
@@ -288,6 +291,14 @@ static int check_dtype(int dt, const char *what, si_err_t *err) {
     return 0;
 }
 
+static int check_layout(int layout, int ndim, const char *what, si_err_t *err) {
+    if (layout != SI_WIRE_NCHW && layout != SI_WIRE_NHWC)
+        return si_err_set(err, "%s: unknown layout %d (want 0 NCHW, 1 NHWC)", what, layout);
+    if (layout == SI_WIRE_NHWC && ndim == 2)
+        return si_err_set(err, "%s: layout NHWC for a 2-d tensor, which is NC", what);
+    return 0;
+}
+
 /* Row 0 of a band and its height must leave every row an int32. */
 static int check_row0(const si_wire_tensor_t *t, int32_t row0, const char *what, si_err_t *err) {
     if (row0 < 0) return si_err_set(err, "%s: first row %d is negative", what, (int)row0);
@@ -298,6 +309,12 @@ static int check_row0(const si_wire_tensor_t *t, int32_t row0, const char *what,
         return si_err_set(err, "%s: rows %d + %lld overflow int32", what, (int)row0,
                           (long long)t->dims[2]);
     return 0;
+}
+
+/* What a request may ask of its reply: either layout (a 2-d output is NC
+ * whatever was asked). */
+static int check_reply_layout(int layout, si_err_t *err) {
+    return check_layout(layout, 4, "StageRequest.reply_layout", err);
 }
 
 /* Rows, and what a chain adds: its segments and whole tensors. */
@@ -390,11 +407,13 @@ static int tensor_to_pb(const si_wire_tensor_t *t, Splitinfer__Tensor *pb, const
     int64_t numel;
     if (check_dims(t->ndim, t->dims, &numel, what, err)) return -1;
     if (check_dtype((int)t->dtype, what, err)) return -1;
+    if (check_layout((int)t->layout, t->ndim, what, err)) return -1;
     if (!t->data && !t->bytes) return si_err_set(err, "%s: no data", what);
     splitinfer__tensor__init(pb);
     pb->n_dims = (size_t)t->ndim;
     pb->dims = (int64_t *)t->dims; /* protobuf-c's fields are not const; packing only reads */
     pb->dtype = (Splitinfer__Tensor__DType)t->dtype;
+    pb->layout = (Splitinfer__Tensor__Layout)t->layout;
     pb->data.data = (uint8_t *)(t->bytes ? t->bytes : (const void *)t->data);
     pb->data.len = (size_t)numel * si_wire_dtype_size(t->dtype);
     return 0;
@@ -443,6 +462,7 @@ static int request_to_pb(const si_wire_request_t *r, Splitinfer__StageRequest *m
     if (check_str(r->request_id, "StageRequest.request_id", err) ||
         check_str(r->segment, "StageRequest.segment", err) ||
         check_dtype((int)r->reply_dtype, "StageRequest.reply_dtype", err) ||
+        check_reply_layout(r->reply_layout, err) ||
         tensor_to_pb(&r->input, t, "StageRequest.input", err) || check_request_rows(r, err))
         return -1;
     splitinfer__stage_request__init(m);
@@ -452,6 +472,7 @@ static int request_to_pb(const si_wire_request_t *r, Splitinfer__StageRequest *m
     m->out_row_begin = r->out_row_begin;
     m->out_row_end = r->out_row_end;
     m->reply_dtype = (Splitinfer__Tensor__DType)r->reply_dtype;
+    m->reply_layout = (Splitinfer__Tensor__Layout)r->reply_layout;
     m->n_then = (size_t)r->n_then;
     m->then = (char **)r->then; /* packing only reads */
     m->timeout_ms = r->timeout_ms;
@@ -547,14 +568,16 @@ void si_wire_packed_free(si_wire_packed_t *p) {
 /* Validates a tensor's parts and points v at its elements: straight at bytes
  * for aligned fp32, else converted into scratch or a malloc'd array (unless
  * opts->raw: then only bytes). */
-static int tensor_from_parts(size_t ndims, const int64_t *dims, int dtype, const uint8_t *bytes,
-                             size_t nbytes, si_wire_tensor_t *v, si_wire_owned_t *own,
-                             const si_wire_decode_opts_t *opts, const char *what, si_err_t *err) {
+static int tensor_from_parts(size_t ndims, const int64_t *dims, int dtype, int layout,
+                             const uint8_t *bytes, size_t nbytes, si_wire_tensor_t *v,
+                             si_wire_owned_t *own, const si_wire_decode_opts_t *opts,
+                             const char *what, si_err_t *err) {
     if (ndims != 2 && ndims != 4)
         return si_err_set(err, "%s: %zu dims; want 4 (N,C,H,W) or 2 (N,C)", what, ndims);
     int64_t numel;
     if (check_dims((int)ndims, dims, &numel, what, err)) return -1;
     if (check_dtype(dtype, what, err)) return -1;
+    if (check_layout(layout, (int)ndims, what, err)) return -1;
     si_wire_dtype_t dt = (si_wire_dtype_t)dtype;
     size_t want = (size_t)numel * si_wire_dtype_size(dt);
     if (nbytes != want) {
@@ -566,6 +589,7 @@ static int tensor_from_parts(size_t ndims, const int64_t *dims, int dtype, const
     v->ndim = (int)ndims;
     memcpy(v->dims, dims, ndims * sizeof *dims);
     v->dtype = dt;
+    v->layout = (si_wire_layout_t)layout;
     v->bytes = bytes;
     if (dt == SI_WIRE_FP32 && (uintptr_t)bytes % _Alignof(float) == 0) {
         v->data = (const float *)(const void *)bytes; /* zero copy */
@@ -590,8 +614,8 @@ static int tensor_from_parts(size_t ndims, const int64_t *dims, int dtype, const
 static int tensor_from_pb(const Splitinfer__Tensor *pb, si_wire_tensor_t *v, si_wire_owned_t *own,
                           const si_wire_decode_opts_t *opts, const char *what, si_err_t *err) {
     if (!pb) return si_err_set(err, "%s: missing", what);
-    return tensor_from_parts(pb->n_dims, pb->dims, (int)pb->dtype, pb->data.data, pb->data.len, v,
-                             own, opts, what, err);
+    return tensor_from_parts(pb->n_dims, pb->dims, (int)pb->dtype, (int)pb->layout, pb->data.data,
+                             pb->data.len, v, own, opts, what, err);
 }
 
 static void owned_free(si_wire_owned_t *o) {
@@ -641,7 +665,7 @@ static int rd_field(rd_t *r, uint32_t *num, int *wire, uint64_t *val, const uint
 typedef struct raw_tensor {
     size_t ndims;
     int64_t dims[4];
-    int dtype;
+    int dtype, layout;
     const uint8_t *data;
     size_t len;
 } raw_tensor_t;
@@ -655,7 +679,8 @@ static int rd_tensor(const uint8_t *p, size_t n, raw_tensor_t *t) {
         int wire;
         uint64_t v = 0;
         const uint8_t *pl = NULL;
-        if (rd_field(&r, &num, &wire, &v, &pl) < 0 || num < 1 || num > 3 || (seen & (1u << num)))
+        if (rd_field(&r, &num, &wire, &v, &pl) < 0 || num < 1 || num == 3 || (num > 4 && num < 15) ||
+            num > 15 || (seen & (1u << num)))
             return -1;
         seen |= 1u << num;
         if (num == 1) { /* packed dims */
@@ -666,9 +691,9 @@ static int rd_tensor(const uint8_t *p, size_t n, raw_tensor_t *t) {
                 if (t->ndims == 4 || rd_varint(&d, &x) < 0) return -1;
                 t->dims[t->ndims++] = (int64_t)x;
             }
-        } else if (num == 2) {
+        } else if (num == 2 || num == 4) {
             if (wire != 0 || v > 1000) return -1;
-            t->dtype = (int)v;
+            *(num == 2 ? &t->dtype : &t->layout) = (int)v;
         } else {
             if (wire != 2) return -1;
             t->data = pl, t->len = (size_t)v;
@@ -707,7 +732,7 @@ static int rd_request(const uint8_t *buf, size_t len, si_wire_request_t *q, raw_
         uint64_t v = 0;
         const uint8_t *pl = NULL;
         if (rd_field(&r, &num, &wire, &v, &pl) < 0 || num < 1 || num > 15 || num == 7 ||
-            (num > 9 && num < 15) || (num != 8 && (seen & (1u << num))))
+            (num > 10 && num < 15) || (num != 8 && (seen & (1u << num))))
             return -1;
         seen |= 1u << num;
         if ((num <= 2 || num == 8 || num == 15) != (wire == 2)) return -1;
@@ -723,6 +748,7 @@ static int rd_request(const uint8_t *buf, size_t len, si_wire_request_t *q, raw_
             pool->then[q->n_then++] = then;
             break;
         case 9: q->timeout_ms = (int32_t)v; break;
+        case 10: if (v > 1000) return -1; q->reply_layout = (si_wire_layout_t)v; break;
         case 15: if (rd_tensor(pl, (size_t)v, t) < 0) return -1; have_tensor = 1; break;
         }
     }
@@ -796,8 +822,9 @@ int si_wire_decode_request_view(const void *buf, size_t len, si_wire_request_t *
     }
     req->owned.strs = pool;
     if (check_dtype((int)req->reply_dtype, "StageRequest.reply_dtype", err) ||
-        tensor_from_parts(t.ndims, t.dims, t.dtype, t.data, t.len, &req->input, &req->owned, opts,
-                          "StageRequest.input", err) ||
+        check_reply_layout((int)req->reply_layout, err) ||
+        tensor_from_parts(t.ndims, t.dims, t.dtype, t.layout, t.data, t.len, &req->input,
+                          &req->owned, opts, "StageRequest.input", err) ||
         check_request_rows(req, err)) {
         si_wire_request_free(req);
         return -1;
@@ -816,8 +843,8 @@ int si_wire_decode_reply_view(const void *buf, size_t len, si_wire_reply_t *rep,
         return si_wire_decode_reply(buf, len, rep, opts, err);
     }
     rep->owned.strs = pool;
-    if (tensor_from_parts(t.ndims, t.dims, t.dtype, t.data, t.len, &rep->output, &rep->owned, opts,
-                          "StageReply.output", err) ||
+    if (tensor_from_parts(t.ndims, t.dims, t.dtype, t.layout, t.data, t.len, &rep->output,
+                          &rep->owned, opts, "StageReply.output", err) ||
         check_row0(&rep->output, rep->out_row0, "StageReply.out_row0", err)) {
         si_wire_reply_free(rep);
         return -1;
@@ -845,12 +872,14 @@ int si_wire_decode_request(const void *buf, size_t len, si_wire_request_t *req,
     req->out_row_begin = m->out_row_begin;
     req->out_row_end = m->out_row_end;
     req->reply_dtype = (si_wire_dtype_t)m->reply_dtype;
+    req->reply_layout = (si_wire_layout_t)m->reply_layout;
     req->then = (const char *const *)m->then;
     req->n_then = m->n_then > SI_WIRE_MAX_CHAIN ? SI_WIRE_MAX_CHAIN + 1 : (int)m->n_then;
     req->timeout_ms = m->timeout_ms;
     if (check_str(m->request_id, "StageRequest.request_id", err) ||
         check_str(m->segment, "StageRequest.segment", err) ||
         check_dtype((int)m->reply_dtype, "StageRequest.reply_dtype", err) ||
+        check_reply_layout((int)m->reply_layout, err) ||
         tensor_from_pb(m->input, &req->input, &req->owned, opts, "StageRequest.input", err) ||
         check_request_rows(req, err)) {
         si_wire_request_free(req);

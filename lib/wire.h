@@ -30,8 +30,8 @@
  * Validation. Decoding checks everything a stage or gateway would otherwise
  * trust: well-formed protobuf, a tensor present, 2 or 4 dims each > 0, at most
  * SI_WIRE_MAX_ELEMS elements, data length == elements x dtype size, a known
- * dtype, non-negative rows, strings of at most SI_WIRE_MAX_STR bytes, at most
- * SI_WIRE_MAX_CHAIN chained segments (and then whole tensors only). It cannot
+ * dtype and layout (NHWC only for 4-d tensors), non-negative rows, strings
+ * of at most SI_WIRE_MAX_STR bytes, at most SI_WIRE_MAX_CHAIN chained segments (and then whole tensors only). It cannot
  * check rows against a segment's height (it does not know the graph): the stage
  * does that. Encoding applies the same checks, so what we send we also accept.
  *
@@ -68,8 +68,15 @@ typedef enum si_wire_dtype {
     SI_WIRE_FP16 = 2, /* IEEE binary16: max 65504, subnormals down to 2^-24 */
 } si_wire_dtype_t;
 
-/* A view of a dense row-major float32 tensor. Rows are dims[2] (H) of a 4-d tensor;
- * a 2-d tensor [N, C] has no rows. */
+/* How a 4-d tensor's elements lie; values are those of Tensor.Layout. dims are
+ * (N, C, H, W) in either. A 2-d tensor is always NCHW (NC). */
+typedef enum si_wire_layout {
+    SI_WIRE_NCHW = 0, /* row-major in dims order */
+    SI_WIRE_NHWC = 1, /* channels innermost: rows [a, b) of image n are one run */
+} si_wire_layout_t;
+
+/* A view of a dense float32 tensor, batch first, in layout's order. Rows are
+ * dims[2] (H) of a 4-d tensor; a 2-d tensor [N, C] has no rows. */
 typedef struct si_wire_tensor {
     int ndim;              /* 2 (N, C) or 4 (N, C, H, W) */
     int64_t dims[4];       /* dims[0..ndim-1], each > 0; the rest unused */
@@ -83,6 +90,7 @@ typedef struct si_wire_tensor {
                               convert data, or elements encoded already (borrowed as
                               data is), sent as they are */
     si_wire_dtype_t dtype; /* encode: how to send the elements; decode: how they came */
+    si_wire_layout_t layout; /* how the elements lie (as given: encoding never reorders) */
 } si_wire_tensor_t;
 
 /* What decoding allocated; private to wire.c. All zero in a struct meant for
@@ -104,6 +112,8 @@ typedef struct si_wire_request {
     int32_t out_row_end;         /*   0 <= begin < end, or 0, 0 for all of them */
     si_wire_dtype_t reply_dtype; /* how the reply's tensor should travel (and in a chain
                                     each hop's input) */
+    si_wire_layout_t reply_layout; /* the layout the reply's tensor should have if 4-d
+                                      (and in a chain each hop's input) */
     const char *const *then;     /* a chain: the n_then segments after this one, which
                                     the function passes its output on to (proto) */
     int n_then;                  /* 0..SI_WIRE_MAX_CHAIN; > 0 needs out rows 0, 0 */

@@ -4,7 +4,8 @@
 #    logits equal (<= 1e-4 relative to max|logit|) to `splitinfer infer` on the
 #    same preprocessed photos; the OIP v2 infer endpoint gives the same logits.
 #    So do chained plans (plan.h "chain"): pipeline-chain, blocks chained, and a
-#    plan whose chains are broken by a banded step. Every step of every plan
+#    plan whose chains are broken by a banded step, and parallel with NCHW
+#    activations on the wire (NHWC is the default). Every step of every plan
 #    reports its compute time in the answer, chained steps included.
 #  - MobileNetV2 (trained, ../shared/models): baseline, a pipeline cut at its
 #    own cut points and a banded parallel plan give the same top-1 on the 100
@@ -36,7 +37,10 @@ cat >"$W/mixed-chain.json" <<'EOF'
   {"segment": "stem"}, {"segment": "layer1"}, {"segment": "layer2", "bands": 2},
   {"segment": "layer3"}, {"segment": "layer4..head"}]}
 EOF
-for plan in baseline pipeline blocks parallel pipeline-chain blocks-chain mixed-chain; do
+# Activations as NCHW on the wire (the default is NHWC): the gateway cuts and
+# stitches bands of the other layout, and each function reorders at its ends.
+"$PY" -c "import json; d=json.load(open('plans/parallel.json')); d['layout']='nchw'; d['name']='parallel-nchw'; json.dump(d, open('$W/parallel-nchw.json','w'))"
+for plan in baseline pipeline blocks parallel pipeline-chain blocks-chain mixed-chain parallel-nchw; do
     pf=plans/$plan.json
     [ -f "$pf" ] || pf=$W/$plan.json
     up_start "$pf" "$R50" "$W/up-$plan.log" || { failed=1; continue; }

@@ -575,6 +575,77 @@ static void test_winograd(void **state) {
     free_tiny(g);
 }
 
+/* x [C,H,W] (batch 1) in NCHW -> NHWC, or back. */
+static void transpose_chw(const float *x, int C, int H, int W, int to_nhwc, float *y) {
+    for (int c = 0; c < C; c++)
+        for (int i = 0; i < H * W; i++) {
+            size_t chw = (size_t)c * H * W + i, hwc = (size_t)i * C + c;
+            if (to_nhwc) y[hwc] = x[chw];
+            else y[chw] = x[hwc];
+        }
+}
+
+/* NHWC in and out (si_engine_create_io): every combination of layouts, whole
+ * and in bands, gives the NCHW engine's numbers, laid out as asked. */
+static void test_io_layouts(void **state) {
+    (void)state;
+    si_err_t err = {{0}};
+    si_graph_t *g = tiny_graph();
+    assert_int_equal(si_graph_finish(g, NULL), 0);
+    const char *specs[] = {"#0..#3", "#2..#3", "#1..#6"};
+    for (size_t sp = 0; sp < sizeof specs / sizeof *specs; sp++) {
+        si_segment_t s;
+        assert_int_equal(si_graph_segment(g, specs[sp], &s, &err), 0);
+        const si_value_t *x = &g->values[s.in], *y = &g->values[s.out];
+        int C = x->dims[1], H = x->dims[2], W = x->dims[3];
+        int flat = y->ndim == 2, OC = y->dims[1], OH = flat ? 1 : y->dims[2], OW = flat ? 1 : y->dims[3];
+        float *in = rand_array((size_t)C * H * W, 1.0f), *whole = malloc(sizeof(float) * OC * OH * OW);
+        si_engine_t *e = si_engine_create(g, &s, 1, &err);
+        assert_non_null(e);
+        assert_int_equal(si_engine_run(e, in, whole, &err), 0);
+        si_engine_free(e);
+        for (int lin = 0; lin < 2; lin++)
+            for (int lout = 0; lout < 2; lout++)
+                for (int K = 1; K <= (flat ? 1 : 3); K++)
+                    for (int k = 0; k < K; k++) {
+                        int a = 0, b = OH;
+                        si_band_t band;
+                        si_rows_split(OH, K, k, &a, &b);
+                        assert_int_equal(si_graph_band(g, &s, a, b, &band, &err), 0);
+                        e = si_engine_create_io(g, &s, &band, 1, (si_io_layout_t)lin,
+                                                (si_io_layout_t)lout, &err);
+                        if (!e) fail_msg("%s %d/%d: %s", specs[sp], lin, lout, err.msg);
+                        int hin = band.in_end - band.in_begin, rows = b - a;
+                        float *bin = malloc(sizeof(float) * C * hin * W), *t = malloc(sizeof(float) * C * hin * W);
+                        float *bout = malloc(sizeof(float) * OC * rows * OW), *u = malloc(sizeof(float) * OC * rows * OW);
+                        for (int c = 0; c < C; c++)
+                            memcpy(t + (size_t)c * hin * W, in + ((size_t)c * H + band.in_begin) * W,
+                                   sizeof(float) * hin * W);
+                        if (lin) transpose_chw(t, C, hin, W, 1, bin);
+                        else memcpy(bin, t, sizeof(float) * C * hin * W);
+                        assert_int_equal(si_engine_run(e, bin, bout, &err), 0);
+                        if (lout && !flat) transpose_chw(bout, OC, rows, OW, 0, u); /* back to NCHW */
+                        else memcpy(u, bout, sizeof(float) * OC * rows * OW);
+                        for (int c = 0; c < OC; c++)
+                            for (int r = 0; r < rows * OW; r++) {
+                                float got = u[(size_t)c * rows * OW + r], want = whole[((size_t)c * OH + a) * OW + r];
+                                if (fabsf(got - want) > 1e-5f * (1 + fabsf(want)))
+                                    fail_msg("%s in %d out %d K=%d k=%d c=%d: %g vs %g", specs[sp], lin,
+                                             lout, K, k, c, got, want);
+                            }
+                        free(bin), free(t), free(bout), free(u);
+                        si_engine_free(e);
+                        si_band_free(&band);
+                    }
+        free(in), free(whole);
+    }
+    si_segment_t s;
+    assert_int_equal(si_graph_segment(g, NULL, &s, &err), 0);
+    assert_null(si_engine_create_io(g, &s, NULL, 1, (si_io_layout_t)2, SI_IO_NCHW, &err));
+    assert_non_null(strstr(err.msg, "layout"));
+    free_tiny(g);
+}
+
 static void test_onnx_garbage(void **state) {
     (void)state;
     si_err_t err = {{0}};
@@ -593,6 +664,7 @@ int main(void) {
         cmocka_unit_test(test_bad_graphs),
         cmocka_unit_test(test_engine_matches_reference),
         cmocka_unit_test(test_bands_stitch),
+        cmocka_unit_test(test_io_layouts),
         cmocka_unit_test(test_segment_macs),
         cmocka_unit_test(test_sfm_roundtrip),
         cmocka_unit_test(test_sfm_prepacked),

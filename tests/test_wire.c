@@ -807,6 +807,61 @@ static void test_chain(void **state) {
     free(buf);
 }
 
+/* Layouts (wire format 3): NHWC travels as a field of the tensor, both
+ * decoders read it, the bulk bytes still come last, and nothing is reordered
+ * (the elements are the caller's, as they lie). */
+static void test_layout(void **state) {
+    (void)state;
+    fill_small(0);
+    si_wire_request_t r = small_request(SI_WIRE_FP32);
+    r.input.layout = SI_WIRE_NHWC, r.reply_layout = SI_WIRE_NHWC;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(si_wire_encode_request(&r, &buf, &len, NULL), 0);
+    for (int view = 0; view < 2; view++) {
+        si_wire_request_t d;
+        assert_int_equal(view ? si_wire_decode_request_view(buf, len, &d, NULL, NULL)
+                              : si_wire_decode_request(buf, len, &d, NULL, NULL), 0);
+        if (view) assert_null(d.owned.msg); /* the fast reader knows field 4 and 10 */
+        assert_int_equal(d.input.layout, SI_WIRE_NHWC);
+        assert_int_equal(d.reply_layout, SI_WIRE_NHWC);
+        assert_memory_equal(d.input.data, small, sizeof small);
+        si_wire_request_free(&d);
+    }
+    si_wire_packed_t pk;
+    assert_int_equal(si_wire_encode_request_iov(&r, &pk, NULL), 0);
+    assert_int_equal(pk.iovcnt, 2); /* [header][elements]: data is still last */
+    assert_ptr_equal(pk.iov[1].iov_base, small);
+    assert_memory_equal(pk.iov[0].iov_base, buf, pk.iov[0].iov_len);
+    si_wire_packed_free(&pk);
+    free(buf);
+    /* The default is NCHW, also when decoded: an old-style client's tensor. */
+    r = small_request(SI_WIRE_FP32);
+    assert_int_equal(si_wire_encode_request(&r, &buf, &len, NULL), 0);
+    si_wire_request_t d;
+    assert_int_equal(si_wire_decode_request_view(buf, len, &d, NULL, NULL), 0);
+    assert_int_equal(d.input.layout, SI_WIRE_NCHW);
+    assert_int_equal(d.reply_layout, SI_WIRE_NCHW);
+    si_wire_request_free(&d);
+    free(buf);
+
+    si_wire_reply_t rep = {.request_id = "r", .out_row0 = 1};
+    rep.output = (si_wire_tensor_t){.ndim = 4, .dims = {1, 2, 3, 4}, .data = small,
+                                    .dtype = SI_WIRE_FP16, .layout = SI_WIRE_NHWC};
+    assert_int_equal(si_wire_encode_reply(&rep, &buf, &len, NULL), 0);
+    for (int view = 0; view < 2; view++) {
+        si_wire_reply_t dr;
+        assert_int_equal(view ? si_wire_decode_reply_view(buf, len, &dr, NULL, NULL)
+                              : si_wire_decode_reply(buf, len, &dr, NULL, NULL), 0);
+        assert_int_equal(dr.output.layout, SI_WIRE_NHWC);
+        assert_int_equal(dr.output.dtype, SI_WIRE_FP16);
+        for (int i = 0; i < 24; i++)
+            assert_float_equal(dr.output.data[i], si_wire_f16_to_f32(si_wire_f32_to_f16(small[i])), 0);
+        si_wire_reply_free(&dr);
+    }
+    free(buf);
+}
+
 static void test_truncations(void **state) {
     (void)state;
     fill_small(1);
@@ -970,6 +1025,13 @@ static void test_malformed_fields(void **state) {
     expect_request_error(&m, "reply_dtype");
     m.reply_dtype = SPLITINFER__TENSOR__DTYPE__FLOAT16;
 
+    t.layout = (Splitinfer__Tensor__Layout)7;
+    expect_request_error(&m, "unknown layout 7");
+    t.layout = SPLITINFER__TENSOR__LAYOUT__NCHW;
+    m.reply_layout = (Splitinfer__Tensor__Layout)2;
+    expect_request_error(&m, "reply_layout");
+    m.reply_layout = SPLITINFER__TENSOR__LAYOUT__NHWC;
+
     m.input_row0 = -1;
     expect_request_error(&m, "negative");
     m.input_row0 = INT32_MAX - 1; /* + 3 rows overflows */
@@ -988,6 +1050,9 @@ static void test_malformed_fields(void **state) {
     m.input_row0 = 3;
     expect_request_error(&m, "no rows");
     m.input_row0 = 0;
+    t.layout = SPLITINFER__TENSOR__LAYOUT__NHWC;
+    expect_request_error(&m, "2-d tensor");
+    t.layout = SPLITINFER__TENSOR__LAYOUT__NCHW;
     t.n_dims = 4, t.dims = dims;
 
     char longid[SI_WIRE_MAX_STR + 2];
@@ -1033,6 +1098,10 @@ static void test_encode_rejects(void **state) {
     REJECT(r.input.data = NULL, "no data");
     REJECT(r.input.dtype = (si_wire_dtype_t)5, "unknown dtype 5");
     REJECT(r.reply_dtype = (si_wire_dtype_t)-1, "reply_dtype");
+    REJECT(r.input.layout = (si_wire_layout_t)3, "unknown layout 3");
+    REJECT(r.reply_layout = (si_wire_layout_t)2, "reply_layout");
+    REJECT((r.input.ndim = 2, r.input.dims[1] = 24, r.input_row0 = 0, r.input.layout = SI_WIRE_NHWC),
+           "2-d tensor");
     REJECT(r.input_row0 = -1, "negative");
     REJECT((r.out_row_begin = 3, r.out_row_end = 3), "empty");
     REJECT((r.input.ndim = 2, r.input.dims[1] = 24, r.input_row0 = 1), "no rows");
@@ -1067,6 +1136,7 @@ int main(void) {
         cmocka_unit_test(test_forward_encoded),
         cmocka_unit_test(test_chain),
         cmocka_unit_test(test_view_zero_copy),
+        cmocka_unit_test(test_layout),
         cmocka_unit_test(test_truncations),
         cmocka_unit_test(test_random_bytes),
         cmocka_unit_test(test_malformed_fields),

@@ -33,7 +33,7 @@ def request(segment, dims, row0=0, ob=0, oe=0, then=()):
     for d in dims:
         n *= d
     data = struct.pack("<%df" % n, *[random.uniform(-1, 1) for _ in range(n)])
-    tensor = field(1, 2, b"".join(varint(d) for d in dims)) + field(3, 2, data)
+    tensor = field(1, 2, b"".join(varint(d) for d in dims)) + field(15, 2, data)
     msg = field(1, 2, b"test") + field(2, 2, segment.encode())
     for num, v in ((3, row0), (4, ob), (5, oe)):
         if v:
