@@ -12,7 +12,7 @@
 #   which the gateway hands to its 16 worker threads in turn; a thread's first
 #   request faults its malloc arena's working set in, ~1500 pages for the
 #   pipeline, so the warm-up must reach every thread);
-#   PLANS="baseline pipeline pipeline:chain parallel blocks pipeline:fp16 parallel:fp16"
+#   PLANS="baseline pipeline pipeline:nchw pipeline:chain parallel blocks pipeline:fp16 parallel:fp16"
 #   (plan:DTYPE sends the activations as fp16 or bf16 on the wire: half the
 #   bytes; loopback TCP on this VM moves ~1 ms per MB, and the pipeline moves
 #   13 MB per image in fp32; plan:chain chains its one-band steps, each
@@ -26,7 +26,7 @@ cd "$(dirname "$0")/.."
 PY=/usr/bin/python3
 N=${N:-40}
 WARM=${WARM:-20}
-PLANS=${PLANS:-baseline pipeline pipeline:chain parallel blocks pipeline:fp16 parallel:fp16}
+PLANS=${PLANS:-baseline pipeline pipeline:nchw pipeline:chain parallel blocks pipeline:fp16 parallel:fp16}
 W=build/bench-plans
 mkdir -p "$W"
 "$PY" tests/ref/export_resnet.py --arch resnet50 --seed 0 --out build/ref/resnet50.onnx --cached
@@ -78,18 +78,20 @@ for p in $PLANS; do up_stop "${PID[$p]}"; done
 # of the parallel plan alone, one thread, caches evicted before every run (a
 # function of a plan runs after the others had the caches; the baseline's
 # one function also starts cold). Bands run one at a time: an optimistic floor.
+# Segments take and give NHWC, as the plans send activations (the whole
+# model takes the image as the baseline's function does).
 EVICT=${EVICT:-64}
 floor_ms() { "$BIN" bench -m "$W/resnet50.sfm" -t 1 -n "${FLOOR_N:-15}" --evict-mb "$EVICT" "$@" |
     sed -n 's/.* median_ms=\([0-9.]*\).*/\1/p'; }
 {
     echo "whole all $(floor_ms)"
     for seg in $("$PY" -c "import json; print(' '.join(s['segment'] for s in json.load(open('plans/pipeline.json'))['steps']))"); do
-        echo "pipeline $seg $(floor_ms --segment "$seg")"
+        echo "pipeline $seg $(floor_ms --segment "$seg" --layout nhwc)"
     done
     while read -r seg k; do
         for ((b = 0; b < k; b++)); do
-            if [ "$k" -gt 1 ]; then echo "parallel $seg $(floor_ms --segment "$seg" --band "$b/$k")"
-            else echo "parallel $seg $(floor_ms --segment "$seg")"; fi
+            if [ "$k" -gt 1 ]; then echo "parallel $seg $(floor_ms --segment "$seg" --band "$b/$k" --layout nhwc)"
+            else echo "parallel $seg $(floor_ms --segment "$seg" --layout nhwc)"; fi
         done
     done < <("$PY" -c "import json
 for s in json.load(open('plans/parallel.json'))['steps']: print(s['segment'], s.get('bands', 1))")
