@@ -25,8 +25,9 @@
  * as 1 CPU; nothing caps it). podman: one container per function from the
  * images `make images` builds, with --cpus/--memory (the paper's 0.35 CPU and
  * 512 MB), on a podman network this command creates; the gateway reaches the
- * functions by container name, this process reaches the gateway (and probes
- * the functions) through ports published on 127.0.0.1.
+ * functions (and a chained function the next) by their addresses on it,
+ * this process reaches the gateway (and probes the functions) through ports
+ * published on 127.0.0.1.
  *
  * Output: a Markdown table beside the paper's (stdout and OUT/table.md),
  * OUT/results.json with every sample, and SVG charts drawn by lib/svg.
@@ -96,6 +97,7 @@ typedef struct fn {
     char segment[SI_MAX_NAME];
     int port;                  /* on 127.0.0.1: the process's own, or the container's published */
     char container[64];        /* podman */
+    char ip[48];               /* podman: its address on the network, "" if by name */
     char image[256];           /* podman */
     char log[320];             /* its stderr */
     launch_proc_t *proc;       /* process: the function; podman: the `podman run -d` client */
@@ -154,6 +156,8 @@ typedef struct bench {
     int n_images;
     si_graph_t *g;
     char net[64]; /* podman network, "" when none made */
+    char net_base[32]; /* "a.b.c" of its /24 (or wider) IPv4 subnet: containers get
+                          a.b.c.(10 + i); "" when unknown (then they are named) */
     char prefix[128], tag[64];
     int tty;
     double t_start;
@@ -409,6 +413,7 @@ static void podman_run_args(const bench_t *b, launch_proc_t *p, const fn_t *f) {
     launch_arg(p, "podman"), launch_arg(p, "run"), launch_arg(p, "-d");
     launch_arg(p, "--name"), launch_arg(p, f->container);
     launch_arg(p, "--network"), launch_arg(p, b->net);
+    if (f->ip[0]) launch_arg(p, "--ip"), launch_arg(p, f->ip);
     snprintf(v, sizeof v, "%g", b->cpus);
     launch_arg(p, "--cpus"), launch_arg(p, v);
     launch_arg(p, "--memory"), launch_arg(p, b->memory);
@@ -458,12 +463,17 @@ static int deploy_start(bench_t *b, deploy_t *d, const run_sum_t *r, int trial,
                         : snprintf(f->image, sizeof f->image, "%s-stage-%s:%s", b->prefix, slug,
                                    b->tag);
             if (n < 0 || (size_t)n >= sizeof f->image) return cli_fail("image name too long");
+            if (b->net_base[0]) snprintf(f->ip, sizeof f->ip, "%s.%d", b->net_base, 10 + i);
         }
         if (f->step >= 0) {
             si_plan_step_t *ps = &d->plan.steps[f->step];
             ps->n_functions = ps->bands;
+            /* By address, not by name: a name lookup that meets podman's DNS
+             * (aardvark-dns) while it reloads for a container starting or
+             * going waits out glibc's 5 s timeout twice - seen as 10 s first
+             * calls in cold starts, one in 6. */
             char host[sizeof f->container];
-            memcpy(host, f->container, sizeof host);
+            memcpy(host, f->ip[0] ? f->ip : f->container, sizeof host);
             if (d->podman)
                 snprintf(ps->functions[f->band], SI_PLAN_MAX_URL, "http://%s:8080", host);
             else
@@ -1480,6 +1490,15 @@ static int podman_setup(bench_t *b, char **plans, int n_plans) {
         b->net[0] = 0;
         return cli_fail("podman network create failed (see %s)", log);
     }
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "podman network inspect '%s' --format '{{range .Subnets}}{{.Subnet}} {{end}}'",
+             b->net);
+    FILE *p = popen(cmd, "r");
+    unsigned a, c, d, e, bits;
+    if (p && fscanf(p, "%u.%u.%u.%u/%u", &a, &c, &d, &e, &bits) == 5 && a < 256 && c < 256 &&
+        d < 256 && bits >= 8 && bits <= 24)
+        snprintf(b->net_base, sizeof b->net_base, "%u.%u.%u", a, c, d);
+    if (p) pclose(p);
     return 0;
 }
 

@@ -494,4 +494,30 @@ done < "$W/exprs.tsv"
 check "$n_data of $n_app dashboard queries over splitinfer_*/process_* return data ($n_all queries in all)" \
   test "$n_data" = "$n_app" -a "$n_app" -gt 10
 
+section "bench --runtime podman: the pipeline and its chained form, containers reached by address"
+mkdir -p "$W/bench-images" && cp "$PHOTO" "$W/bench-images/"
+if "$SI" bench --plans pipeline,pipeline-chain -m "$MODEL" --images "$W/bench-images" -n 3 --cold 1 \
+     --concurrency 1 --seconds 1 --runtime podman --out "$W/bench-podman" >"$W/bench-podman.log" 2>&1; then
+  ok "bench --runtime podman ran"
+else
+  bad "bench --runtime podman: $(tail -3 "$W/bench-podman.log")"
+fi
+/usr/bin/python3 - "$W/bench-podman" <<'PYEOF' && ok "bench podman: every function by IP, chain wired, answers complete" || bad "bench podman results (see above)"
+import glob, json, re, sys
+d = json.load(open(sys.argv[1] + "/results.json"))
+runs = {r["plan"]: r for r in d["runs"] if r["runtime"] == "podman"}
+assert set(runs) == {"pipeline", "pipeline-chain"}, runs.keys()
+for name, r in runs.items():
+    s = r["summary"]
+    assert r["cold"] and all(c["first_inference_ms"] > 0 for c in r["cold"]), name
+    assert s["errors"] == 0, (name, s["errors"])
+    assert len(r["cold"][0]["first_sample"]["steps"]) == 5, name
+for f in glob.glob(sys.argv[1] + "/work/podman-*.plan.json"):
+    p = json.load(open(f))
+    urls = [u for st in p["steps"] for u in st["functions"]]
+    assert urls and all(re.fullmatch(r"http://\d+\.\d+\.\d+\.\d+:8080", u) for u in urls), (f, urls)
+logs = glob.glob(sys.argv[1] + "/logs/podman-pipeline-chain-cold0-step0-band0.log")
+assert logs and re.search(r"chained to http://\d+\.\d+\.\d+\.\d+:8080", open(logs[0]).read()), logs
+PYEOF
+
 finish
