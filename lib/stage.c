@@ -9,12 +9,12 @@
 
 #include "engine.h"
 
-#define STAGE_ENGINES 8 /* cached (batch, band) engines; a plan uses one or two */
+#define STAGE_ENGINES 8 /* cached (batch, band, layouts) engines; a plan uses one or two */
 
 typedef struct cached {
-    int batch, out_begin, out_end; /* key ... */
-    si_wire_layout_t in_layout, out_layout; /* ... */
-    int in_begin, in_end;          /* input rows it reads */
+    int batch, out_begin, out_end;          /* key: batch, output rows, */
+    si_wire_layout_t in_layout, out_layout; /*   and layouts */
+    int in_begin, in_end;                   /* input rows it reads */
     si_engine_t *engine;
     float *out;                    /* si_engine_out_numel floats, for warm-up runs */
     uint64_t last_used;
