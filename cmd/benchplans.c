@@ -3,7 +3,7 @@
  *   splitinfer bench --plans baseline,pipeline,blocks,parallel -m MODEL --images DIR
  *                    [-n 100] [--runtime process|podman|process,podman] [--cpus 0.35]
  *                    [--memory 512m] [--concurrency 1,4,16] [--cold 5] [--seconds 5]
- *                    [--out DIR]
+ *                    [--warmup-runs 0] [--out DIR]
  *
  * For each runtime and plan:
  *  1. Cold start, K times: every function of the plan and the gateway are
@@ -391,7 +391,7 @@ static int fn_log_path(const bench_t *b, const run_sum_t *r, int trial, const ch
 /* Adds the arguments of a stage function after the program's name. */
 /* A stage's arguments; plan has every function's URL filled in (a chained
  * function is told the next one's). */
-static void stage_args(launch_proc_t *p, const fn_t *f, const si_plan_t *plan) {
+static void stage_args(launch_proc_t *p, const fn_t *f, const si_plan_t *plan, int warmup_runs) {
     const si_plan_step_t *ps = &plan->steps[f->step];
     launch_arg(p, "stage");
     launch_arg(p, "--segment"), launch_arg(p, ps->segment);
@@ -404,6 +404,10 @@ static void stage_args(launch_proc_t *p, const fn_t *f, const si_plan_t *plan) {
     }
     const char *next = si_plan_next_function(plan, f->step);
     if (next[0]) launch_arg(p, "--next"), launch_arg(p, next);
+    if (warmup_runs >= 0) { /* else the stage's default (none) */
+        static const char *const runs[] = {"0", "1", "2", "3"};
+        launch_arg(p, "--warmup-runs"), launch_arg(p, runs[warmup_runs]);
+    }
 }
 
 /* podman run -d with the limits, on our network, the port published on loopback. */
@@ -513,7 +517,7 @@ static int deploy_start(bench_t *b, deploy_t *d, const run_sum_t *r, int trial,
                 launch_arg(p, f->image); /* its CMD: gateway --plan /etc/splitinfer/plan.json */
             } else {
                 launch_arg(p, f->image);
-                stage_args(p, f, &d->plan);
+                stage_args(p, f, &d->plan, b->o.warmup_runs);
             }
         } else {
             snprintf(p->log, sizeof p->log, "%s", f->log);
@@ -525,7 +529,7 @@ static int deploy_start(bench_t *b, deploy_t *d, const run_sum_t *r, int trial,
                 launch_arg(p, "-m"), launch_arg(p, model);
             } else {
                 snprintf(model, sizeof model, "%s/step%d.sfm", stepdir, f->step);
-                stage_args(p, f, &d->plan);
+                stage_args(p, f, &d->plan, b->o.warmup_runs);
                 launch_arg(p, "-m"), launch_arg(p, model);
             }
             launch_arg(p, "--host"), launch_arg(p, "127.0.0.1");
@@ -1245,9 +1249,11 @@ static char *make_table(const bench_t *b, const char *caps[], const char *runtim
             "Model `%s`; %d warm requests per plan, one at a time, over %d PNGs of `%s`; %d cold "
             "starts; throughput: closed loop, %d s per concurrency level. Host: %ld CPUs, load "
             "average %s at the start, %s at the end (other jobs share this machine: absolute "
-            "times are noisy); %.1f minutes in all.\n\n",
+            "times are noisy); %.1f minutes in all. Functions ready after %d warm-up run%s "
+            "(stage --warmup-runs).\n\n",
             b->o.model, b->n, b->n_images, b->o.images, b->cold, b->seconds,
-            sysconf(_SC_NPROCESSORS_ONLN), loadavg0, loadavg1, minutes);
+            sysconf(_SC_NPROCESSORS_ONLN), loadavg0, loadavg1, minutes,
+            b->o.warmup_runs < 0 ? 0 : b->o.warmup_runs, b->o.warmup_runs == 1 ? "" : "s");
     for (int i = 0; i < n_rt; i++) table_runtime(b, f, runtimes[i], caps[i]);
     fprintf(f,
             "How each figure is measured (details and every sample in results.json):\n\n"
@@ -1517,7 +1523,7 @@ static int mkdir_p(const char *dir) {
 static const char *usage =
     "usage: splitinfer bench --plans baseline,pipeline,blocks,parallel -m MODEL --images DIR\n"
     "       [-n 100] [--runtime process|podman|process,podman] [--cpus 0.35] [--memory 512m]\n"
-    "       [--concurrency 1,4,16] [--cold 5] [--seconds 5] [--out DIR]";
+    "       [--concurrency 1,4,16] [--cold 5] [--seconds 5] [--warmup-runs 0] [--out DIR]";
 
 int si_cmd_bench_plans(int argc, char **argv) {
     bench_t *b = calloc(1, sizeof *b);
@@ -1527,11 +1533,16 @@ int si_cmd_bench_plans(int argc, char **argv) {
     const char *runtimes[4] = {0}, *caps[4] = {0};
     char capbuf[4][512] = {{0}}, la0[64], la1[64];
     json_t *root = NULL;
-    if (cli_parse(argc, argv, "mnlIRCMcDOS", &b->o)) {
+    if (cli_parse(argc, argv, "mnlIRCMcDOSU", &b->o)) {
         free(b);
         return 1;
     }
     cli_opts_t *o = &b->o;
+    if (o->warmup_runs > 3) {
+        int w = o->warmup_runs;
+        free(b);
+        return cli_fail("--warmup-runs wants 0..3, got %d", w);
+    }
     b->n = 100;
     for (int i = 0; i < argc; i++)
         if (!strcmp(argv[i], "-n")) b->n = o->n; /* cli's own default (20) is for plain bench */
@@ -1647,11 +1658,11 @@ results:
         for (int i = 0; i < n_plans; i++) json_array_append_new(pl, json_string(plans[i]));
         json_object_set_new(
             root, "settings",
-            json_pack("{s:s, s:s, s:i, s:i, s:i, s:i, s:o, s:o, s:o, s:f, s:s, s:i}", "model",
+            json_pack("{s:s, s:s, s:i, s:i, s:i, s:i, s:o, s:o, s:o, s:f, s:s, s:i, s:i}", "model",
                       o->model, "images", o->images, "n_images", b->n_images, "n", b->n, "cold",
                       b->cold, "seconds", b->seconds, "concurrency", conc, "runtimes", rts, "plans",
                       pl, "podman_cpus", b->cpus, "podman_memory", b->memory, "plan_timeout_ms",
-                      BP_PLAN_TIMEOUT_MS));
+                      BP_PLAN_TIMEOUT_MS, "warmup_runs", o->warmup_runs < 0 ? 0 : o->warmup_runs));
         json_object_set_new(root, "host",
                             json_pack("{s:i, s:s, s:s}", "cpus", (int)sysconf(_SC_NPROCESSORS_ONLN),
                                       "loadavg_start", la0, "loadavg_end", la1));

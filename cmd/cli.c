@@ -45,7 +45,7 @@ static int parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
     memset(o, 0, sizeof *o);
     o->model = getenv("SPLITINFER_MODEL");
     o->topk = 5, o->n = 20, o->batch = 1, o->warmup = 3, o->port = -1;
-    o->cold = -1, o->seconds = -1;
+    o->cold = -1, o->seconds = -1, o->warmup_runs = -1;
     o->args = calloc((size_t)argc + 1, sizeof *o->args);
     if (!o->args) return cli_fail("out of memory");
     static const struct { char key; const char *s, *l; int has_arg; } flags[] = {
@@ -60,6 +60,7 @@ static int parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
         {'C', NULL, "--cpus", 1},    {'M', NULL, "--memory", 1},  {'c', NULL, "--concurrency", 1},
         {'D', NULL, "--cold", 1},    {'O', NULL, "--out", 1},     {'S', NULL, "--seconds", 1},
         {'X', NULL, "--next", 1},    {'Y', NULL, "--layout", 1},
+        {'U', NULL, "--warmup-runs", 1},
     };
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -102,6 +103,7 @@ static int parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
         case 'D': if (int_arg(a, v, 1, 1000, &o->cold)) return 1; break;
         case 'O': o->out = v; break;
         case 'X': o->next = v; break;
+        case 'U': if (int_arg(a, v, 0, 100, &o->warmup_runs)) return 1; break;
         case 'Y':
             if (!strcmp(v, "nchw")) o->layout = SI_IO_NCHW;
             else if (!strcmp(v, "nhwc")) o->layout = SI_IO_NHWC;

@@ -2,7 +2,8 @@
  *
  *   POST /v1/stage   application/x-protobuf StageRequest -> StageReply
  *   GET  /healthz    200 while the process serves
- *   GET  /readyz     200 once the weights are loaded and one warm-up run is done
+ *   GET  /readyz     200 once the weights are mapped in and the engine compiled
+ *                    (and --warmup-runs N runs done; default 0: see stage.h)
  *   GET  /metrics    Prometheus text
  *
  * Two HTTP workers: one computes while the other still answers probes and
@@ -144,11 +145,12 @@ static int on_readyz(si_http_req_t *req, si_http_resp_t *resp, void *ud) {
 
 int si_cmd_stage(int argc, char **argv) {
     cli_opts_t o;
-    if (cli_parse(argc, argv, "mstpHNBKX", &o)) return 1;
+    if (cli_parse(argc, argv, "mstpHNBKXU", &o)) return 1;
     if (o.n_args) {
         free(o.args);
         return cli_fail("usage: splitinfer stage -m MODEL [--segment A..B] [--port P] [--threads N] "
-                        "[--host ADDR] [--name NAME] [--band k/K | --bands K] [--next URL]");
+                        "[--host ADDR] [--name NAME] [--band k/K | --bands K] [--next URL] "
+                        "[--warmup-runs N]");
     }
     double t0 = cli_now_ms();
     serve_block_signals();
@@ -219,12 +221,13 @@ int si_cmd_stage(int argc, char **argv) {
         cli_fail("%s", err.msg);
         goto out;
     }
-    /* Serving (live) from here; ready after one warm-up run. */
+    /* Serving (live) from here; ready once compiled and the weights mapped
+     * in, after --warmup-runs N runs (default none, see stage.h). */
     double t1 = cli_now_ms();
     /* Warm what this function will be asked for: its band, or all K bands
      * when one Service serves every band of a step. */
     int wk = o.band_n ? o.band_k : -1, wn = o.band_n ? o.band_n : o.bands ? o.bands : 1;
-    if (si_stage_warmup(s.stage, wk, wn, &err) < 0) {
+    if (si_stage_warmup(s.stage, wk, wn, o.warmup_runs < 0 ? 0 : o.warmup_runs, &err) < 0) {
         cli_fail("warm-up of %s failed: %s", segment, err.msg);
         goto out;
     }

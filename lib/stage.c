@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "engine.h"
@@ -124,9 +125,20 @@ static si_wire_layout_t warm_in_layout(const si_stage_t *s) {
     return s->seg.in == 0 ? SI_WIRE_NCHW : layout_of(s, s->seg.in, SI_WIRE_NHWC);
 }
 
-int si_stage_warmup(si_stage_t *s, int k, int K, si_err_t *err) {
+/* The mapped model file's pages, in before the first request needs them. */
+static void populate_weights(const si_stage_t *s) {
+    if (!s->g->map || !s->g->map_len) return; /* weights read into memory: in already */
+#ifdef MADV_POPULATE_READ
+    if (madvise(s->g->map, s->g->map_len, MADV_POPULATE_READ) == 0) return;
+#endif
+    volatile const char *p = s->g->map; /* older kernels: one read per page */
+    for (size_t i = 0; i < s->g->map_len; i += 4096) (void)p[i];
+}
+
+int si_stage_warmup(si_stage_t *s, int k, int K, int runs, si_err_t *err) {
     int h = out_rows(s);
     if (K < 1 || K > h || k >= K) return si_err_set(err, "band %d of %d: %s has %d rows", k, K, s->spec, h);
+    if (runs < 0) return si_err_set(err, "warm-up runs %d < 0", runs);
     pthread_mutex_lock(&s->lock);
     int rc = 0;
     for (int j = k < 0 ? 0 : k; rc == 0 && j < (k < 0 ? K : k + 1); j++) {
@@ -134,10 +146,16 @@ int si_stage_warmup(si_stage_t *s, int k, int K, si_err_t *err) {
         si_rows_split(h, K, j, &a, &b);
         cached_t *c = engine_for(s, 1, a, b, warm_in_layout(s),
                                  layout_of(s, s->seg.out, SI_WIRE_NHWC), err);
-        float *in = c ? calloc(si_engine_in_numel(c->engine), sizeof *in) : NULL;
-        rc = !c ? -1 : !in ? si_err_set(err, "out of memory") : si_engine_run(c->engine, in, c->out, err);
+        if (!c) {
+            rc = -1;
+            break;
+        }
+        float *in = runs ? calloc(si_engine_in_numel(c->engine), sizeof *in) : NULL;
+        if (runs && !in) rc = si_err_set(err, "out of memory");
+        for (int r = 0; rc == 0 && r < runs; r++) rc = si_engine_run(c->engine, in, c->out, err);
         free(in);
     }
+    if (rc == 0 && runs == 0) populate_weights(s);
     pthread_mutex_unlock(&s->lock);
     return rc;
 }

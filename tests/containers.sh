@@ -497,7 +497,7 @@ check "$n_data of $n_app dashboard queries over splitinfer_*/process_* return da
 section "bench --runtime podman: the pipeline and its chained form, containers reached by address"
 mkdir -p "$W/bench-images" && cp "$PHOTO" "$W/bench-images/"
 if "$SI" bench --plans pipeline,pipeline-chain -m "$MODEL" --images "$W/bench-images" -n 3 --cold 1 \
-     --concurrency 1 --seconds 1 --runtime podman --out "$W/bench-podman" >"$W/bench-podman.log" 2>&1; then
+     --concurrency 1 --seconds 1 --runtime podman --warmup-runs 1 --out "$W/bench-podman" >"$W/bench-podman.log" 2>&1; then
   ok "bench --runtime podman ran"
 else
   bad "bench --runtime podman: $(tail -3 "$W/bench-podman.log")"
@@ -507,6 +507,7 @@ import glob, json, re, sys
 d = json.load(open(sys.argv[1] + "/results.json"))
 runs = {r["plan"]: r for r in d["runs"] if r["runtime"] == "podman"}
 assert set(runs) == {"pipeline", "pipeline-chain"}, runs.keys()
+assert d["settings"]["warmup_runs"] == 1  # passed on to every stage (the default is none)
 for name, r in runs.items():
     s = r["summary"]
     assert r["cold"] and all(c["first_inference_ms"] > 0 for c in r["cold"]), name
