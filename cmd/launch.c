@@ -15,16 +15,24 @@
 #include "engine.h"
 #include "modelfile.h"
 
+#define PORT_LO 20000 /* [PORT_LO, PORT_HI): under the ephemeral range */
+#define PORT_HI 32768
+
 int launch_free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0) close(fd);
-    return port;
+    static int next = 0; /* offset of the next port to try; 0: not started */
+    if (!next) next = 1 + (int)((unsigned)getpid() * 7919u % (PORT_HI - PORT_LO - 1));
+    for (int tries = 0; tries < PORT_HI - PORT_LO; tries++) {
+        int port = PORT_LO + next;
+        next = next + 1 < PORT_HI - PORT_LO ? next + 1 : 1;
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) return -1;
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+        close(fd);
+        if (ok) return port;
+    }
+    return -1;
 }
 
 int launch_arg(launch_proc_t *p, const char *v) {

@@ -33,9 +33,14 @@ typedef struct launch_proc {
     char log[320]; /* stdout and stderr are appended here when not ""; else inherited */
 } launch_proc_t;
 
-/* A free loopback port: bind port 0, read it, close. Another process could
- * take it in between; the stage then fails to bind and is restarted (up) or
- * reported (bench). Good enough for one machine. -1 on failure. */
+/* A free loopback port, below the kernel's ephemeral range (32768 and up on
+ * Linux): a port the kernel hands out (bind to 0) can be taken by any
+ * outgoing connection before the function listens on it, which the bench's
+ * cold starts of 19 functions met ("Address already in use"). Ports are
+ * probed by binding them, in turn from a random start, and never handed out
+ * twice by one process. Another process could still take one in between;
+ * the stage then fails to bind and is restarted (up) or reported (bench).
+ * Not thread-safe. -1 on failure. */
 int launch_free_port(void);
 
 /* Appends an argument (cut to LAUNCH_ARG_LEN - 1 bytes: our own paths and
