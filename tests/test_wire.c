@@ -720,6 +720,25 @@ static void test_forward_encoded(void **state) {
     }
 }
 
+/* Decodes buf with the protobuf-c decoder (view 0) or the fast reader (view
+ * 1), which must take the message itself rather than fall back. */
+static void decode_request_by(int view, const uint8_t *buf, size_t len, si_wire_request_t *d) {
+    assert_int_equal(view ? si_wire_decode_request_view(buf, len, d, NULL, NULL)
+                          : si_wire_decode_request(buf, len, d, NULL, NULL), 0);
+    if (view) assert_null(d->owned.msg);
+}
+
+/* r's iov form is [header][the caller's elements], the header being the
+ * first bytes of its flat encoding. */
+static void assert_iov_form(const si_wire_request_t *r, const uint8_t *flat) {
+    si_wire_packed_t pk;
+    assert_int_equal(si_wire_encode_request_iov(r, &pk, NULL), 0);
+    assert_int_equal(pk.iovcnt, 2);
+    assert_ptr_equal(pk.iov[1].iov_base, r->input.data);
+    assert_memory_equal(pk.iov[0].iov_base, flat, pk.iov[0].iov_len);
+    si_wire_packed_free(&pk);
+}
+
 /* A chained request (then, timeout_ms) and its reply (chain timings) come
  * back the same from the fast reader and from protobuf-c, and still pack as
  * [header][elements]. */
@@ -736,9 +755,7 @@ static void test_chain(void **state) {
     assert_int_equal(si_wire_encode_request(&r, &buf, &len, NULL), 0);
     for (int view = 0; view < 2; view++) {
         si_wire_request_t d;
-        assert_int_equal(view ? si_wire_decode_request_view(buf, len, &d, NULL, NULL)
-                              : si_wire_decode_request(buf, len, &d, NULL, NULL), 0);
-        if (view) assert_null(d.owned.msg); /* the fast reader took it, no fallback */
+        decode_request_by(view, buf, len, &d);
         assert_int_equal(d.n_then, 2);
         assert_string_equal(d.then[0], "layer3");
         assert_string_equal(d.then[1], "layer4..head");
@@ -747,12 +764,7 @@ static void test_chain(void **state) {
         assert_memory_equal(d.input.data, small, sizeof small);
         si_wire_request_free(&d);
     }
-    si_wire_packed_t pk;
-    assert_int_equal(si_wire_encode_request_iov(&r, &pk, NULL), 0);
-    assert_int_equal(pk.iovcnt, 2);
-    assert_ptr_equal(pk.iov[1].iov_base, small);
-    assert_memory_equal(pk.iov[0].iov_base, buf, pk.iov[0].iov_len);
-    si_wire_packed_free(&pk);
+    assert_iov_form(&r, buf);
     free(buf);
 
     si_wire_reply_t rep = {.request_id = "req-42"};
@@ -818,22 +830,15 @@ static void test_layout(void **state) {
     uint8_t *buf = NULL;
     size_t len = 0;
     assert_int_equal(si_wire_encode_request(&r, &buf, &len, NULL), 0);
-    for (int view = 0; view < 2; view++) {
+    for (int view = 0; view < 2; view++) { /* the fast reader knows fields 4 and 10 */
         si_wire_request_t d;
-        assert_int_equal(view ? si_wire_decode_request_view(buf, len, &d, NULL, NULL)
-                              : si_wire_decode_request(buf, len, &d, NULL, NULL), 0);
-        if (view) assert_null(d.owned.msg); /* the fast reader knows field 4 and 10 */
+        decode_request_by(view, buf, len, &d);
         assert_int_equal(d.input.layout, SI_WIRE_NHWC);
         assert_int_equal(d.reply_layout, SI_WIRE_NHWC);
         assert_memory_equal(d.input.data, small, sizeof small);
         si_wire_request_free(&d);
     }
-    si_wire_packed_t pk;
-    assert_int_equal(si_wire_encode_request_iov(&r, &pk, NULL), 0);
-    assert_int_equal(pk.iovcnt, 2); /* [header][elements]: data is still last */
-    assert_ptr_equal(pk.iov[1].iov_base, small);
-    assert_memory_equal(pk.iov[0].iov_base, buf, pk.iov[0].iov_len);
-    si_wire_packed_free(&pk);
+    assert_iov_form(&r, buf); /* data is still last */
     free(buf);
     /* The default is NCHW, also when decoded: an old-style client's tensor. */
     r = small_request(SI_WIRE_FP32);
