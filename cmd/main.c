@@ -23,7 +23,7 @@ static const struct {
     {"bench", si_cmd_bench, "-m MODEL [--segment A..B] [--band k/K] [-t THREADS] [-n N] [--batch B] [--warmup W] [--evict-mb M] [--layout nchw|nhwc]   latency;\n"
      "             --plans P1,P2 -m MODEL --images DIR [--runtime process|podman]   Table 1"},
     {"info", si_cmd_info, "-m MODEL   segments, parameters, MACs, cut points"},
-    {"convert", si_cmd_convert, "IN.onnx -o OUT.sfm [--segment A..B] [--plain]   packed model file"},
+    {"convert", si_cmd_convert, "IN.onnx -o OUT.sfm [--segment A..B] [--plain] [--threads N]   packed model file"},
     {"up", si_cmd_up, "--plan PLAN.json -m MODEL [--port P] [--threads-per-function N]   run a plan locally"},
     {"stage", si_cmd_stage, "-m MODEL [--segment A..B] [--port P] [--threads N]   a stage function"},
     {"gateway", si_cmd_gateway, "--plan PLAN.json -m MODEL [--port P] [--threads N]   the gateway"},

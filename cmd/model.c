@@ -74,12 +74,19 @@ int si_cmd_info(int argc, char **argv) {
 
 int si_cmd_convert(int argc, char **argv) {
     cli_opts_t o;
-    if (cli_parse(argc, argv, "msoP", &o)) return 1;
+    if (cli_parse(argc, argv, "msoPt", &o)) return 1;
     if (o.n_args == 1) o.model = o.args[0]; /* positional IN wins over $SPLITINFER_MODEL */
     if (o.n_args != 1 || !o.output) {
         free(o.args);
-        return cli_fail("usage: splitinfer convert IN.onnx -o OUT.sfm [--segment A..B] [--plain]");
+        return cli_fail("usage: splitinfer convert IN.onnx -o OUT.sfm [--segment A..B] [--plain] "
+                        "[--threads N]");
     }
+    /* Pack for the stage that will load the file: oneDNN blocks some 1x1
+     * convolutions' weights by thread count (ResNet50's layer4.0 conv1: 64
+     * rows at 2 threads, 48 at 1), and weights packed for another count cost
+     * a reference reorder at every cold start (53 ms of CPU, 150 ms at 0.35
+     * CPU). The stage computes on 1 thread unless told otherwise. */
+    if (!o.threads) o.threads = 1;
     si_graph_t *g;
     si_segment_t seg;
     si_engine_t *e = NULL;

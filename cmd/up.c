@@ -62,7 +62,8 @@ int si_cmd_up(int argc, char **argv) {
         cli_fail("%s: %s", dir, strerror(errno));
         goto out;
     }
-    si_engine_set_threads(1);
+    /* The step files are packed for the functions' thread count (see convert). */
+    si_engine_set_threads(o.threads ? o.threads : 1);
     if (!o.model) {
         cli_fail("no model: pass -m MODEL or set SPLITINFER_MODEL");
         goto out;

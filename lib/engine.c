@@ -64,6 +64,7 @@ struct si_engine {
     void **owned; /* reordered weights (aligned_alloc) */
     int n_owned, cap_owned;
     size_t owned_bytes;
+    size_t reordered_bytes; /* weights re-laid out at compile (si_engine_reordered_bytes) */
 
     size_t scratch_size;      /* bytes: oneDNN's and Winograd's, shared (steps run in turn) */
     size_t wino_bytes;        /* transformed Winograd weights */
@@ -307,25 +308,64 @@ static int md_to_layout(const dnnl_memory_desc_t *md, si_layout_t *l) {
     return 0;
 }
 
+/* The md of node n's weights as ONNX gives them: [cout, cin/group, kh, kw],
+ * grouped [g, cout/g, cin/g... ] (goihw), or [cout, cin] for a dense node. */
+static void plain_weights_md(const si_node_t *n, dnnl_memory_desc_t *md) {
+    dnnl_dims_t d;
+    if (n->op == SI_OP_DENSE) {
+        d[0] = n->cout, d[1] = n->cin;
+        dnnl_memory_desc_init_by_tag(md, 2, d, dnnl_f32, dnnl_oi);
+    } else if (n->group > 1) {
+        d[0] = n->group, d[1] = n->cout / n->group, d[2] = n->cin, d[3] = n->kh, d[4] = n->kw;
+        dnnl_memory_desc_init_by_tag(md, 5, d, dnnl_f32, dnnl_goihw);
+    } else {
+        d[0] = n->cout, d[1] = n->cin, d[2] = n->kh, d[3] = n->kw;
+        dnnl_memory_desc_init_by_tag(md, 4, d, dnnl_f32, dnnl_oihw);
+    }
+}
+
+/* Reorders the bytes at `from` (layout from_md) into `to` (to_md) now. */
+static int reorder_now(si_engine_t *e, const si_node_t *n, const dnnl_memory_desc_t *from_md,
+                       void *from, const dnnl_memory_desc_t *to_md, void *to) {
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_t r;
+    TRY(e, dnnl_reorder_primitive_desc_create(&pd, from_md, e->eng, to_md, e->eng, NULL),
+        "build the weights reorder", n);
+    dnnl_status_t s = dnnl_primitive_create(&r, pd);
+    dnnl_primitive_desc_destroy(pd);
+    if (s != dnnl_success) return fail(e, "create the weights reorder", n, s);
+    dnnl_memory_t src = NULL, dst = NULL;
+    s = dnnl_memory_create(&src, from_md, e->eng, from);
+    if (s == dnnl_success) s = dnnl_memory_create(&dst, to_md, e->eng, to);
+    if (s == dnnl_success) {
+        dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}};
+        /* One thread: a reorder is memory-bound, and OpenMP threads spinning
+         * at its barriers cost far more than they save when the CPU is
+         * shared or capped (a serverless function at 0.35 CPU). */
+        int threads = omp_get_max_threads();
+        omp_set_num_threads(1);
+        s = dnnl_primitive_execute(r, e->stream, 2, args);
+        if (s == dnnl_success) s = dnnl_stream_wait(e->stream);
+        omp_set_num_threads(threads);
+    }
+    if (src) dnnl_memory_destroy(src);
+    if (dst) dnnl_memory_destroy(dst);
+    dnnl_primitive_destroy(r);
+    return s == dnnl_success ? 0 : fail(e, "reorder the weights", n, s);
+}
+
 /* Weights for a primitive. Zero copy when the node's weights are already in
  * the layout the primitive wants (plain, or prepacked by convert); else one
  * reorder now into memory the engine owns. */
 static int weights_mem(si_engine_t *e, int i, const si_node_t *n, const dnnl_memory_desc_t *want) {
-    dnnl_memory_desc_t have;
-    dnnl_dims_t d;
+    dnnl_memory_desc_t have, plain;
+    plain_weights_md(n, &plain);
     if (n->w_kind == SI_WEIGHTS_BLOCKED) {
         layout_to_md(n->w_layout, &have);
         if (dnnl_memory_desc_get_size(&have) != n->w_bytes)
             return si_err_set(e->err, "node %s: packed weights do not match their layout", n->name);
-    } else if (n->op == SI_OP_DENSE) {
-        d[0] = n->cout, d[1] = n->cin;
-        dnnl_memory_desc_init_by_tag(&have, 2, d, dnnl_f32, dnnl_oi);
-    } else if (n->group > 1) {
-        d[0] = n->group, d[1] = n->cout / n->group, d[2] = n->cin, d[3] = n->kh, d[4] = n->kw;
-        dnnl_memory_desc_init_by_tag(&have, 5, d, dnnl_f32, dnnl_goihw);
     } else {
-        d[0] = n->cout, d[1] = n->cin, d[2] = n->kh, d[3] = n->kw;
-        dnnl_memory_desc_init_by_tag(&have, 4, d, dnnl_f32, dnnl_oihw);
+        have = plain;
     }
     if (have.ndims != want->ndims || memcmp(have.dims, want->dims, sizeof have.dims))
         return si_err_set(e->err, "node %s: weights of the wrong shape for this node", n->name);
@@ -340,24 +380,23 @@ static int weights_mem(si_engine_t *e, int i, const si_node_t *n, const dnnl_mem
     e->owned_bytes += size;
     int dst = mem_new(e, want, -1, p);
     if (dst < 0) return -1;
-    dnnl_primitive_desc_t pd;
-    dnnl_primitive_t r;
-    TRY(e, dnnl_reorder_primitive_desc_create(&pd, &have, e->eng, want, e->eng, NULL),
-        "build the weights reorder", n);
-    dnnl_status_t s = dnnl_primitive_create(&r, pd);
-    dnnl_primitive_desc_destroy(pd);
-    if (s != dnnl_success) return fail(e, "create the weights reorder", n, s);
-    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, e->mems[src].m}, {DNNL_ARG_TO, e->mems[dst].m}};
-    /* One thread: a reorder is memory-bound, and OpenMP threads spinning at
-     * its barriers cost far more than they save when the CPU is shared or
-     * capped (a serverless function at 0.35 CPU). */
-    int threads = omp_get_max_threads();
-    omp_set_num_threads(1);
-    s = dnnl_primitive_execute(r, e->stream, 2, args);
-    if (s == dnnl_success) s = dnnl_stream_wait(e->stream);
-    omp_set_num_threads(threads);
-    dnnl_primitive_destroy(r);
-    if (s != dnnl_success) return fail(e, "reorder the weights", n, s);
+    int rc;
+    if (n->w_kind == SI_WEIGHTS_BLOCKED) {
+        /* Packed for another engine: another thread count, band height or
+         * CPU. oneDNN reorders one blocked layout into another with its
+         * reference kernel (53 ms for ResNet50's 2 MB layer4.0 conv1) but to
+         * and from plain with its JIT one (2 ms each): go through plain. */
+        size_t plain_size = dnnl_memory_desc_get_size(&plain);
+        void *tmp = aligned_alloc(64, (plain_size + 63) & ~(size_t)63);
+        if (!tmp) return si_err_set(e->err, "out of memory for weights of node %s", n->name);
+        rc = reorder_now(e, n, &have, (void *)n->w, &plain, tmp);
+        if (rc == 0) rc = reorder_now(e, n, &plain, tmp, want, p);
+        free(tmp);
+    } else {
+        rc = reorder_now(e, n, &have, (void *)n->w, want, p);
+    }
+    if (rc < 0) return -1;
+    e->reordered_bytes += dnnl_memory_desc_get_size(&have);
     /* The source is not read again: give a mapped model file's pages back. */
     si_model_drop(e->g, n->w, dnnl_memory_desc_get_size(&have));
     return e->node_wmem[i] = dst;
@@ -908,6 +947,8 @@ int si_engine_run(si_engine_t *e, const float *in, float *out, si_err_t *err) {
     if (s != dnnl_success) return si_err_set(err, "oneDNN stream failed (status %d)", (int)s);
     return 0;
 }
+
+size_t si_engine_reordered_bytes(const si_engine_t *e) { return e->reordered_bytes; }
 
 int si_engine_pack_weights(const si_engine_t *e, si_graph_t *g, si_layout_t *layouts) {
     int packed = 0;

@@ -92,6 +92,12 @@ int si_engine_weights(const si_engine_t *e, int node, si_layout_t *layout, const
  * weights after this. Returns the number of nodes repointed. */
 int si_engine_pack_weights(const si_engine_t *e, si_graph_t *g, si_layout_t *layouts);
 
+/* Bytes of model weights the engine re-laid out while compiling: 0 when every
+ * node's weights were in the layout its primitive wanted (a file packed by
+ * splitinfer convert for this CPU, thread count and rows). Prepacked weights
+ * in another layout still load, through plain, at a cold-start cost. */
+size_t si_engine_reordered_bytes(const si_engine_t *e);
+
 /* Bytes the engine holds: reordered weights, activations, scratchpad. */
 size_t si_engine_bytes(const si_engine_t *e);
 

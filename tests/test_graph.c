@@ -473,6 +473,7 @@ static void test_sfm_prepacked(void **state) {
             zero_copy++;
     }
     assert_int_equal(zero_copy, packed);
+    assert_int_equal(si_engine_reordered_bytes(e), 0);
     /* A layout that disagrees with the node's shape is refused, not trusted. */
     for (int i = 0; i < h->n_nodes; i++)
         if (h->nodes[i].w_layout) {
@@ -485,6 +486,46 @@ static void test_sfm_prepacked(void **state) {
     si_graph_free(h);
     unlink(path);
     free(in);
+    free_tiny(g);
+}
+
+/* Weights packed in a layout the primitive does not want (here ohwi, as a
+ * file packed for another CPU or thread count would be) go through plain into
+ * the wanted one and compute the same output. */
+static void test_packed_for_another_engine(void **state) {
+    (void)state;
+    si_err_t err = {{0}};
+    si_graph_t *g = tiny_graph();
+    assert_int_equal(si_graph_finish(g, NULL), 0);
+    si_segment_t s;
+    assert_int_equal(si_graph_segment(g, NULL, &s, &err), 0);
+    si_engine_t *e = si_engine_create(g, &s, 1, &err);
+    assert_non_null(e);
+    float *in = rand_array(4 * 9 * 9, 1.0f), want[5], got[5];
+    assert_int_equal(si_engine_run(e, in, want, &err), 0);
+    si_engine_free(e);
+
+    si_node_t *n = &g->nodes[0]; /* conv 4 -> 8, 3x3 */
+    int O = n->cout, I = n->cin, H = n->kh, W = n->kw;
+    float *ohwi = malloc((size_t)O * I * H * W * sizeof *ohwi);
+    for (int o = 0; o < O; o++)
+        for (int i = 0; i < I; i++)
+            for (int h = 0; h < H; h++)
+                for (int w = 0; w < W; w++)
+                    ohwi[((o * H + h) * W + w) * I + i] = n->w[((o * I + i) * H + h) * W + w];
+    si_layout_t l = {.ndims = 4, .dims = {O, I, H, W}, .padded_dims = {O, I, H, W},
+                     .strides = {H * W * I, 1, W * I, I}};
+    const float *plain = n->w;
+    n->w = ohwi, n->w_kind = SI_WEIGHTS_BLOCKED, n->w_layout = &l;
+    n->w_bytes = (size_t)O * I * H * W * sizeof *ohwi;
+    e = si_engine_create(g, &s, 1, &err);
+    assert_non_null(e);
+    assert_int_equal(si_engine_run(e, in, got, &err), 0);
+    for (int k = 0; k < 5; k++) assert_true(fabsf(got[k] - want[k]) <= 1e-6f * (1 + fabsf(want[k])));
+    assert_true(si_engine_reordered_bytes(e) >= n->w_bytes);
+    si_engine_free(e);
+    n->w = plain, n->w_kind = SI_WEIGHTS_PLAIN, n->w_layout = NULL;
+    free(ohwi), free(in);
     free_tiny(g);
 }
 
@@ -668,6 +709,7 @@ int main(void) {
         cmocka_unit_test(test_segment_macs),
         cmocka_unit_test(test_sfm_roundtrip),
         cmocka_unit_test(test_sfm_prepacked),
+        cmocka_unit_test(test_packed_for_another_engine),
         cmocka_unit_test(test_winograd),
         cmocka_unit_test(test_onnx_garbage),
     };
