@@ -18,12 +18,15 @@ W=build/test-http
 mkdir -p "$W"
 failed=0
 
-# expect STATUS CODE_SUBSTRING LABEL CURL_ARGS...: checks status and JSON error body.
+# expect STATUS LABEL CURL_ARGS...: checks status and JSON error body; the
+# body is left in $W/body and curl's transfer time, in seconds, in $W/time.
 expect() {
     local want=$1 label=$2
     shift 2
     local got
-    got=$(curl -s -m 30 -o "$W/body" -w '%{http_code}' "$@")
+    got=$(curl -s -m 30 -o "$W/body" -w '%{http_code} %{time_total}' "$@")
+    echo "${got#* }" >"$W/time"
+    got=${got%% *}
     if [ "$got" != "$want" ]; then
         echo "FAIL: $label: HTTP $got, want $want: $(head -c 200 "$W/body")"; failed=1; return
     fi
@@ -140,11 +143,15 @@ JSON
     "$BIN" gateway --plan "$W/chain.json" -m "$MB" --host 127.0.0.1 --port "$gport" 2>"$W/gw-chain.log" &
     GWP=$!
     for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$sport/readyz" && curl -s -o /dev/null "http://127.0.0.1:$gport/v2/health/live" && break; sleep 0.1; done
-    t0=$(date +%s%N)
     expect "$want" "chain: $label" -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "http://127.0.0.1:$gport/v1/classify"
-    ms=$((($(date +%s%N) - t0) / 1000000))
-    if [ "$ms" -lt 3000 ] && grep -q "next function" "$W/body"; then
-        echo "ok   answered in $ms ms (timeout 3000), naming the next function"
+    # What proves the stage's own deadline fired first is the body: had the
+    # gateway hit its 3000 ms timeout, its error would not name the next
+    # function. The time only proves nothing hung; it also holds the PNG
+    # decode and the first stage's compute around the 3000 ms, and a loaded
+    # CI machine once measured 3010 ms here, hence the 500 ms allowance.
+    ms=$("$PY" -c "print(int(float(open('$W/time').read().split()[-1]) * 1000))" 2>/dev/null || echo 99999)
+    if [ "$ms" -lt 3500 ] && grep -q "next function" "$W/body"; then
+        echo "ok   answered in $ms ms (gateway timeout 3000), naming the next function"
     else
         echo "FAIL: chain $label: $ms ms: $(head -c 200 "$W/body")"; failed=1
     fi
