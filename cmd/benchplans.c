@@ -24,7 +24,8 @@
  * starts them (one compute thread each, so a function's CPU quota is taken
  * as 1 CPU; nothing caps it). podman: one container per function from the
  * images `make images` builds, with --cpus/--memory (the paper's 0.35 CPU and
- * 512 MB), on a podman network this command creates; the gateway reaches the
+ * 512 MB), on a podman network this command creates (without DNS when it
+ * can give every container an address); the gateway reaches the
  * functions (and a chained function the next) by their addresses on it,
  * this process reaches the gateway (and probes the functions) through ports
  * published on 127.0.0.1.
@@ -1493,7 +1494,9 @@ static int podman_setup(bench_t *b, char **plans, int n_plans) {
                         "`make images PLAN=NAME` (k8s/images.sh) for each of: %s",
                         missing, which);
     snprintf(b->net, sizeof b->net, "splitinfer-bench-%d", (int)getpid());
-    if (shell(log, "podman network create '%s'", b->net) != 0) {
+    /* Without DNS: functions find each other by address (see deploy_start), and
+     * aardvark-dns would cost every container start a reload. */
+    if (shell(log, "podman network create --disable-dns '%s'", b->net) != 0) {
         b->net[0] = 0;
         return cli_fail("podman network create failed (see %s)", log);
     }
@@ -1506,6 +1509,13 @@ static int podman_setup(bench_t *b, char **plans, int n_plans) {
         d < 256 && bits >= 8 && bits <= 24)
         snprintf(b->net_base, sizeof b->net_base, "%u.%u.%u", a, c, d);
     if (p) pclose(p);
+    if (!b->net_base[0]) { /* no address plan: by name, which needs the network's DNS */
+        shell(log, "podman network rm -f '%s'", b->net);
+        if (shell(log, "podman network create '%s'", b->net) != 0) {
+            b->net[0] = 0;
+            return cli_fail("podman network create failed (see %s)", log);
+        }
+    }
     return 0;
 }
 
