@@ -49,13 +49,13 @@ run() { # form n
             --cpus 0.35 --memory 512m "${pub[@]}" --log-driver k8s-file \
             "$IMG" stage --segment stem --threads 1 >/dev/null 2>>"$ERR" &
     done
-    declare -A at=()
+    declare -A up=()
     left=$n
     while ((left > 0)); do
         for ((i = 1; i <= n; i++)); do
-            [ -n "${at[$i]:-}" ] && continue
+            [ -n "${up[$i]:-}" ] && continue
             if curl -sf -m 1 -o /dev/null "http://$base.$((10 + i)):8080/readyz"; then
-                at[$i]=$(($(ms_now) - t0)) left=$((left - 1))
+                up[$i]=1 left=$((left - 1))
             fi
         done
         (($(ms_now) - t0 < 60000)) || { echo "podman-start: not ready in 60 s" >&2; cat "$ERR" >&2; exit 1; }

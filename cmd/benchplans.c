@@ -1438,6 +1438,15 @@ static int charts(const bench_t *b) {
 
 /* ---- setup ---- */
 
+/* Creates the network b->net names, with or without its DNS; on failure
+ * clears b->net (nothing to remove) and returns 1 after printing why. */
+static int podman_net_create(bench_t *b, const char *log, int dns) {
+    if (shell(log, "podman network create %s'%s'", dns ? "" : "--disable-dns ", b->net) == 0)
+        return 0;
+    b->net[0] = 0;
+    return cli_fail("podman network create failed (see %s)", log);
+}
+
 /* podman: its configuration (runc, per ENVIRONMENT.md), the images of every
  * plan, our network. 1 after printing why not. */
 static int podman_setup(bench_t *b, char **plans, int n_plans) {
@@ -1496,10 +1505,7 @@ static int podman_setup(bench_t *b, char **plans, int n_plans) {
     snprintf(b->net, sizeof b->net, "splitinfer-bench-%d", (int)getpid());
     /* Without DNS: functions find each other by address (see deploy_start), and
      * aardvark-dns would cost every container start a reload. */
-    if (shell(log, "podman network create --disable-dns '%s'", b->net) != 0) {
-        b->net[0] = 0;
-        return cli_fail("podman network create failed (see %s)", log);
-    }
+    if (podman_net_create(b, log, 0)) return 1;
     char cmd[256];
     snprintf(cmd, sizeof cmd, "podman network inspect '%s' --format '{{range .Subnets}}{{.Subnet}} {{end}}'",
              b->net);
@@ -1511,10 +1517,7 @@ static int podman_setup(bench_t *b, char **plans, int n_plans) {
     if (p) pclose(p);
     if (!b->net_base[0]) { /* no address plan: by name, which needs the network's DNS */
         shell(log, "podman network rm -f '%s'", b->net);
-        if (shell(log, "podman network create '%s'", b->net) != 0) {
-            b->net[0] = 0;
-            return cli_fail("podman network create failed (see %s)", log);
-        }
+        if (podman_net_create(b, log, 1)) return 1;
     }
     return 0;
 }
