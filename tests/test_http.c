@@ -331,7 +331,10 @@ static void test_404_405_json(void **state) {
     assert_non_null(strstr(buf, "HTTP/1.1 404 "));
     assert_non_null(strstr(buf, "\"code\":\"not_found\""));
 
+    /* The access hook counts a request after its response is on the wire, so
+     * the client can be ahead of both counters (seen under ASan in CI). */
     wait_for(&n_404, b404 + 2);
+    wait_for(&n_405, b405 + 2);
     assert_int_equal(atomic_load(&n_404), b404 + 2);
     assert_true(atomic_load(&n_405) >= b405 + 2);
 }
