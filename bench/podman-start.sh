@@ -9,6 +9,8 @@
 #   published   the port published on 127.0.0.1, on a network with DNS
 #   by-address  no port published (probed at its address), network with DNS
 #   no-dns      no port published, network without DNS (what the bench does)
+#   host        --network host, each on its own loopback port ($PORT): no
+#               bridge, no netavark, no iptables; the price of the network
 # N defaults to "1 6" (the baseline's function alone, the pipeline's five and
 # its gateway); each form runs REPS times (3), interleaved, and prints its
 # medians. Needs root (the host routes to the bridge) and the image of
@@ -41,12 +43,16 @@ run() { # form n
     local form=$1 n=$2 net=dns
     [ "$form" = no-dns ] && net=nodns
     local base=${BASE[$net]} c0 t0 i left
+    url() { # i: where function i answers in this form
+        if [ "$form" = host ]; then echo "http://127.0.0.1:$((HOSTPORT + $1))"; else echo "http://$base.$((10 + $1)):8080"; fi
+    }
     c0=$(cpu_ticks) t0=$(ms_now)
     for ((i = 1; i <= n; i++)); do
-        local pub=()
-        [ "$form" = published ] && pub=(-p "127.0.0.1::8080")
-        podman run -d --name "$TAG-$form-$i" --network "$TAG-$net" --ip "$base.$((10 + i))" \
-            --cpus 0.35 --memory 512m "${pub[@]}" --log-driver k8s-file \
+        local netargs=(--network "$TAG-$net" --ip "$base.$((10 + i))")
+        [ "$form" = published ] && netargs+=(-p "127.0.0.1::8080")
+        [ "$form" = host ] && netargs=(--network host -e "PORT=$((HOSTPORT + i))")
+        podman run -d --name "$TAG-$form-$i" "${netargs[@]}" \
+            --cpus 0.35 --memory 512m --log-driver k8s-file \
             "$IMG" stage --segment stem --threads 1 >/dev/null 2>>"$ERR" &
     done
     declare -A up=()
@@ -54,7 +60,7 @@ run() { # form n
     while ((left > 0)); do
         for ((i = 1; i <= n; i++)); do
             [ -n "${up[$i]:-}" ] && continue
-            if curl -sf -m 1 -o /dev/null "http://$base.$((10 + i)):8080/readyz"; then
+            if curl -sf -m 1 -o /dev/null "$(url "$i")/readyz"; then
                 up[$i]=1 left=$((left - 1))
             fi
         done
@@ -71,7 +77,8 @@ run() { # form n
 
 median() { tr ' ' '\n' | grep . | sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 REPS=${REPS:-3}
-FORMS="published by-address no-dns"
+FORMS=${FORMS:-"published by-address no-dns host"}
+HOSTPORT=${HOSTPORT:-28100} # host form: function i on 127.0.0.1:HOSTPORT+i
 for n in $NS; do
     declare -A WALL=() CPU=()
     for ((r = 0; r < REPS; r++)); do
