@@ -9,8 +9,9 @@
 #   published   the port published on 127.0.0.1, on a network with DNS
 #   by-address  no port published (probed at its address), network with DNS
 #   no-dns      no port published, network without DNS (what the bench does)
-#   host        --network host, each on its own loopback port ($PORT): no
-#               bridge, no netavark, no iptables; the price of the network
+#   host        --network host, each on its own host port ($PORT, probed on
+#               127.0.0.1): no bridge, no netavark, no iptables; the price
+#               of the network
 # N defaults to "1 6" (the baseline's function alone, the pipeline's five and
 # its gateway); each form runs REPS times (3), interleaved, and prints its
 # medians. Needs root (the host routes to the bridge) and the image of
