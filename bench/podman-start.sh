@@ -5,7 +5,7 @@
 # `splitinfer bench --runtime podman` starts them), prints the wall time until
 # every one answers /readyz and the host CPU time spent meanwhile (all of
 # /proc/stat: podman, conmon, runc, netavark and its iptables runs, and the
-# functions themselves), in three forms:
+# functions themselves), in four forms:
 #   published   the port published on 127.0.0.1, on a network with DNS
 #   by-address  no port published (probed at its address), network with DNS
 #   no-dns      no port published, network without DNS (what the bench does)
@@ -40,13 +40,14 @@ cpu_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8}' /proc/stat; } # user n
 ms_now() { echo $(($(date +%s%N) / 1000000)); }
 hz=$(getconf CLK_TCK)
 
+url() { # form base i: where function i answers
+    if [ "$1" = host ]; then echo "http://127.0.0.1:$((HOSTPORT + $3))"; else echo "http://$2.$((10 + $3)):8080"; fi
+}
+
 run() { # form n
     local form=$1 n=$2 net=dns
     [ "$form" = no-dns ] && net=nodns
     local base=${BASE[$net]} c0 t0 i left
-    url() { # i: where function i answers in this form
-        if [ "$form" = host ]; then echo "http://127.0.0.1:$((HOSTPORT + $1))"; else echo "http://$base.$((10 + $1)):8080"; fi
-    }
     c0=$(cpu_ticks) t0=$(ms_now)
     for ((i = 1; i <= n; i++)); do
         local netargs=(--network "$TAG-$net" --ip "$base.$((10 + i))")
@@ -61,7 +62,7 @@ run() { # form n
     while ((left > 0)); do
         for ((i = 1; i <= n; i++)); do
             [ -n "${up[$i]:-}" ] && continue
-            if curl -sf -m 1 -o /dev/null "$(url "$i")/readyz"; then
+            if curl -sf -m 1 -o /dev/null "$(url "$form" "$base" "$i")/readyz"; then
                 up[$i]=1 left=$((left - 1))
             fi
         done
