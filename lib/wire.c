@@ -262,10 +262,12 @@ static int check_dims(int ndim, const int64_t *dims, int64_t *numel, const char 
     char b[128];
     int64_t n = 1;
     for (int i = 0; i < ndim; i++) {
-        if (dims[i] <= 0)
+        /* No rows is a shape check_row0 accepts from a from_held request
+         * alone: the function holds every row the step needs. */
+        if (dims[i] < 0 || (dims[i] == 0 && !(ndim == 4 && i == 2)))
             return si_err_set(err, "%s: dims %s: dim %d is not > 0", what,
                               fmt_dims(ndim, dims, b, sizeof b), i);
-        if (dims[i] > SI_WIRE_MAX_ELEMS / n)
+        if (n && dims[i] > SI_WIRE_MAX_ELEMS / n)
             return si_err_set(err, "%s: dims %s: more than %lld elements", what,
                               fmt_dims(ndim, dims, b, sizeof b), (long long)SI_WIRE_MAX_ELEMS);
         n *= dims[i];
@@ -299,8 +301,13 @@ static int check_layout(int layout, int ndim, const char *what, si_err_t *err) {
     return 0;
 }
 
-/* Row 0 of a band and its height must leave every row an int32. */
-static int check_row0(const si_wire_tensor_t *t, int32_t row0, const char *what, si_err_t *err) {
+/* Row 0 of a band and its height must leave every row an int32; a band of
+ * no rows is only for rows0_ok (a from_held request). */
+static int check_row0(const si_wire_tensor_t *t, int32_t row0, int rows0_ok, const char *what,
+                      si_err_t *err) {
+    if (t->ndim == 4 && t->dims[2] == 0 && !rows0_ok)
+        return si_err_set(err, "%s: a band whose dim 2 is not > 0 (only a from_held request "
+                          "may carry no rows)", what);
     if (row0 < 0) return si_err_set(err, "%s: first row %d is negative", what, (int)row0);
     if (t->ndim == 2 && row0 != 0)
         return si_err_set(err, "%s: first row %d for a 2-d tensor, which has no rows", what,
@@ -319,7 +326,7 @@ static int check_reply_layout(int layout, si_err_t *err) {
 
 /* Rows, and what a chain adds: its segments and whole tensors. */
 static int check_request_rows(const si_wire_request_t *r, si_err_t *err) {
-    if (check_row0(&r->input, r->input_row0, "StageRequest.input_row0", err)) return -1;
+    if (check_row0(&r->input, r->input_row0, r->from_held, "StageRequest.input_row0", err)) return -1;
     int32_t b = r->out_row_begin, e = r->out_row_end;
     if (b < 0 || e < 0)
         return si_err_set(err, "StageRequest: output rows [%d, %d) negative", (int)b, (int)e);
@@ -338,6 +345,15 @@ static int check_request_rows(const si_wire_request_t *r, si_err_t *err) {
     if (r->n_then && (b || e))
         return si_err_set(err, "StageRequest: a chain passes whole tensors, not output rows [%d, %d)",
                           (int)b, (int)e);
+    int32_t rb = r->reply_row_begin, re = r->reply_row_end;
+    if (rb < 0 || re < 0 || (!(rb == 0 && re == 0) && rb >= re))
+        return si_err_set(err, "StageRequest.resident: reply rows [%d, %d) negative or empty",
+                          (int)rb, (int)re);
+    if ((rb || re) && !r->hold)
+        return si_err_set(err, "StageRequest.resident: reply rows [%d, %d) without hold: the rest "
+                          "of the output would be lost", (int)rb, (int)re);
+    if (r->n_then && (r->hold || r->from_held))
+        return si_err_set(err, "StageRequest: a resident band is not chained");
     return 0;
 }
 
@@ -457,7 +473,7 @@ static int pack(const ProtobufCMessage *msg, const si_wire_tensor_t *t,
 }
 
 static int request_to_pb(const si_wire_request_t *r, Splitinfer__StageRequest *m,
-                         Splitinfer__Tensor *t, si_err_t *err) {
+                         Splitinfer__Tensor *t, Splitinfer__Resident *res, si_err_t *err) {
     if (!r) return si_err_set(err, "StageRequest: NULL");
     if (check_str(r->request_id, "StageRequest.request_id", err) ||
         check_str(r->segment, "StageRequest.segment", err) ||
@@ -476,6 +492,14 @@ static int request_to_pb(const si_wire_request_t *r, Splitinfer__StageRequest *m
     m->n_then = (size_t)r->n_then;
     m->then = (char **)r->then; /* packing only reads */
     m->timeout_ms = r->timeout_ms;
+    if (r->hold || r->from_held) {
+        splitinfer__resident__init(res);
+        res->hold = r->hold != 0;
+        res->from_held = r->from_held != 0;
+        res->reply_row_begin = r->reply_row_begin;
+        res->reply_row_end = r->reply_row_end;
+        m->resident = res;
+    }
     m->input = t;
     return 0;
 }
@@ -506,7 +530,7 @@ static int reply_to_pb(const si_wire_reply_t *r, Splitinfer__StageReply *m, repl
     if (!r) return si_err_set(err, "StageReply: NULL");
     if (check_str(r->request_id, "StageReply.request_id", err) ||
         tensor_to_pb(&r->output, t, "StageReply.output", err) ||
-        check_row0(&r->output, r->out_row0, "StageReply.out_row0", err))
+        check_row0(&r->output, r->out_row0, 0, "StageReply.out_row0", err))
         return -1;
     if (r->n_chain < 0 || r->n_chain > SI_WIRE_MAX_CHAIN)
         return si_err_set(err, "StageReply: %d chained timings; at most %d", r->n_chain,
@@ -530,14 +554,16 @@ int si_wire_encode_request(const si_wire_request_t *req, uint8_t **out, size_t *
                            si_err_t *err) {
     Splitinfer__StageRequest m;
     Splitinfer__Tensor t;
-    if (request_to_pb(req, &m, &t, err)) return -1;
+    Splitinfer__Resident res;
+    if (request_to_pb(req, &m, &t, &res, err)) return -1;
     return pack(&m.base, &req->input, &t, out, len, NULL, err);
 }
 
 int si_wire_encode_request_iov(const si_wire_request_t *req, si_wire_packed_t *out, si_err_t *err) {
     Splitinfer__StageRequest m;
     Splitinfer__Tensor t;
-    if (request_to_pb(req, &m, &t, err)) return -1;
+    Splitinfer__Resident res;
+    if (request_to_pb(req, &m, &t, &res, err)) return -1;
     return pack(&m.base, &req->input, &t, NULL, NULL, out, err);
 }
 
@@ -719,6 +745,28 @@ static int rd_string(const uint8_t *pl, uint64_t len, char **dst, str_pool_t *po
     return 0;
 }
 
+/* Reads a Resident message into q's resident fields. */
+static int rd_resident(const uint8_t *p, size_t n, si_wire_request_t *q) {
+    rd_t rr = {p, p + n};
+    unsigned seen = 0;
+    while (rr.p < rr.end) {
+        uint32_t num;
+        int wire;
+        uint64_t v = 0;
+        const uint8_t *pl;
+        if (rd_field(&rr, &num, &wire, &v, &pl) < 0 || wire != 0 || num < 1 || num > 4 ||
+            (seen & (1u << num)))
+            return -1;
+        seen |= 1u << num;
+        if (num <= 2 && v > 1) return -1;
+        if (num == 1) q->hold = (int)v;
+        if (num == 2) q->from_held = (int)v;
+        if (num == 3) q->reply_row_begin = (int32_t)v;
+        if (num == 4) q->reply_row_end = (int32_t)v;
+    }
+    return 0;
+}
+
 /* Reads a StageRequest; 0 and the parts, or -1 when it is not canonical. */
 static int rd_request(const uint8_t *buf, size_t len, si_wire_request_t *q, raw_tensor_t *t,
                       str_pool_t *pool) {
@@ -732,10 +780,10 @@ static int rd_request(const uint8_t *buf, size_t len, si_wire_request_t *q, raw_
         uint64_t v = 0;
         const uint8_t *pl = NULL;
         if (rd_field(&r, &num, &wire, &v, &pl) < 0 || num < 1 || num > 15 || num == 7 ||
-            (num > 10 && num < 15) || (num != 8 && (seen & (1u << num))))
+            (num > 11 && num < 15) || (num != 8 && (seen & (1u << num))))
             return -1;
         seen |= 1u << num;
-        if ((num <= 2 || num == 8 || num == 15) != (wire == 2)) return -1;
+        if ((num <= 2 || num == 8 || num == 11 || num == 15) != (wire == 2)) return -1;
         switch (num) {
         case 1: if (rd_string(pl, v, &id, pool) < 0) return -1; break;
         case 2: if (rd_string(pl, v, &seg, pool) < 0) return -1; break;
@@ -749,6 +797,7 @@ static int rd_request(const uint8_t *buf, size_t len, si_wire_request_t *q, raw_
             break;
         case 9: q->timeout_ms = (int32_t)v; break;
         case 10: if (v > 1000) return -1; q->reply_layout = (si_wire_layout_t)v; break;
+        case 11: if (rd_resident(pl, (size_t)v, q) < 0) return -1; break;
         case 15: if (rd_tensor(pl, (size_t)v, t) < 0) return -1; have_tensor = 1; break;
         }
     }
@@ -845,7 +894,7 @@ int si_wire_decode_reply_view(const void *buf, size_t len, si_wire_reply_t *rep,
     rep->owned.strs = pool;
     if (tensor_from_parts(t.ndims, t.dims, t.dtype, t.layout, t.data, t.len, &rep->output,
                           &rep->owned, opts, "StageReply.output", err) ||
-        check_row0(&rep->output, rep->out_row0, "StageReply.out_row0", err)) {
+        check_row0(&rep->output, rep->out_row0, 0, "StageReply.out_row0", err)) {
         si_wire_reply_free(rep);
         return -1;
     }
@@ -876,6 +925,12 @@ int si_wire_decode_request(const void *buf, size_t len, si_wire_request_t *req,
     req->then = (const char *const *)m->then;
     req->n_then = m->n_then > SI_WIRE_MAX_CHAIN ? SI_WIRE_MAX_CHAIN + 1 : (int)m->n_then;
     req->timeout_ms = m->timeout_ms;
+    if (m->resident) {
+        req->hold = m->resident->hold;
+        req->from_held = m->resident->from_held;
+        req->reply_row_begin = m->resident->reply_row_begin;
+        req->reply_row_end = m->resident->reply_row_end;
+    }
     if (check_str(m->request_id, "StageRequest.request_id", err) ||
         check_str(m->segment, "StageRequest.segment", err) ||
         check_dtype((int)m->reply_dtype, "StageRequest.reply_dtype", err) ||
@@ -919,7 +974,7 @@ int si_wire_decode_reply(const void *buf, size_t len, si_wire_reply_t *rep,
     rep->n_chain = (int)m->n_chain;
     if (check_str(m->request_id, "StageReply.request_id", err) ||
         tensor_from_pb(m->output, &rep->output, &rep->owned, opts, "StageReply.output", err) ||
-        check_row0(&rep->output, rep->out_row0, "StageReply.out_row0", err)) {
+        check_row0(&rep->output, rep->out_row0, 0, "StageReply.out_row0", err)) {
         si_wire_reply_free(rep);
         return -1;
     }

@@ -30,7 +30,8 @@
  * Validation. Decoding checks everything a stage or gateway would otherwise
  * trust: well-formed protobuf, a tensor present, 2 or 4 dims each > 0, at most
  * SI_WIRE_MAX_ELEMS elements, data length == elements x dtype size, a known
- * dtype and layout (NHWC only for 4-d tensors), non-negative rows, strings
+ * dtype and layout (NHWC only for 4-d tensors), non-negative rows (reply rows
+ * only with hold, no chain with a resident band), strings
  * of at most SI_WIRE_MAX_STR bytes, at most SI_WIRE_MAX_CHAIN chained segments (and then whole tensors only). It cannot
  * check rows against a segment's height (it does not know the graph): the stage
  * does that. Encoding applies the same checks, so what we send we also accept.
@@ -118,6 +119,11 @@ typedef struct si_wire_request {
                                     the function passes its output on to (proto) */
     int n_then;                  /* 0..SI_WIRE_MAX_CHAIN; > 0 needs out rows 0, 0 */
     int32_t timeout_ms;          /* how long the caller waits, 0 = not said; >= 0 */
+    /* A resident band (proto Resident); all 0 in an ordinary call. */
+    int hold;                    /* keep the output for the request's next call */
+    int from_held;               /* the input continues the output held from its last */
+    int32_t reply_row_begin;     /* with hold: output rows the reply carries, */
+    int32_t reply_row_end;       /*   0 <= begin < end, or 0, 0 for all */
     si_wire_owned_t owned;       /* set by decode; release with si_wire_request_free() */
 } si_wire_request_t;
 

@@ -521,12 +521,16 @@ static void odd_free(void *data, void *p) {
 
 static void test_unaligned_fp32(void **state) {
     (void)state;
-    fill_small(1);
+    /* 25 floats: 100 bytes, a size no protobuf-c struct of ours has (a
+     * multiple of 8 once was: StageRequest's own 96 bytes). */
+    float x[25];
+    for (int i = 0; i < 25; i++) x[i] = frand(3);
     si_wire_request_t r = small_request(SI_WIRE_FP32);
+    r.input.dims[1] = 5, r.input.dims[2] = 5, r.input.dims[3] = 1, r.input.data = x;
     uint8_t *buf = NULL;
     size_t len = 0;
     assert_int_equal(si_wire_encode_request(&r, &buf, &len, NULL), 0);
-    odd_alloc_t oa = {.odd_size = sizeof small};
+    odd_alloc_t oa = {.odd_size = sizeof x};
     ProtobufCAllocator pa = {.alloc = odd_alloc, .free = odd_free, .allocator_data = &oa};
     si_wire_decode_opts_t opts = {.alloc = &pa};
     si_wire_request_t d;
@@ -535,7 +539,7 @@ static void test_unaligned_fp32(void **state) {
     assert_true((uintptr_t)m->input->data.data % 4 != 0); /* the allocator did its trick */
     assert_ptr_equal(d.input.data, d.owned.floats);       /* so the view is a copy */
     assert_true((uintptr_t)d.input.data % _Alignof(float) == 0);
-    assert_memory_equal(d.input.data, small, sizeof small);
+    assert_memory_equal(d.input.data, x, sizeof x);
     assert_true(oa.live > 0);
     si_wire_request_free(&d);
     assert_int_equal(oa.live, 0); /* freed through the same allocator */
@@ -819,6 +823,66 @@ static void test_chain(void **state) {
     free(buf);
 }
 
+/* Resident bands: StageRequest.resident goes through both decoders (the view
+ * reads it, it does not fall back to protobuf-c), the bulk bytes still come
+ * last, a from_held request may carry no rows, and what makes no sense is
+ * refused on the way out and in. */
+static void test_resident(void **state) {
+    (void)state;
+    fill_small(0);
+    si_wire_request_t r = small_request(SI_WIRE_FP32);
+    r.input.layout = SI_WIRE_NHWC, r.reply_layout = SI_WIRE_NHWC;
+    r.hold = 1, r.from_held = 1, r.reply_row_begin = 3, r.reply_row_end = 5;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(si_wire_encode_request(&r, &buf, &len, NULL), 0);
+    for (int view = 0; view < 2; view++) {
+        si_wire_request_t d;
+        decode_request_by(view, buf, len, &d);
+        assert_int_equal(d.hold, 1);
+        assert_int_equal(d.from_held, 1);
+        assert_int_equal(d.reply_row_begin, 3);
+        assert_int_equal(d.reply_row_end, 5);
+        assert_int_equal(d.out_row_end, 7);
+        assert_memory_equal(d.input.data, small, sizeof small);
+        si_wire_request_free(&d);
+    }
+    assert_iov_form(&r, buf);
+    free(buf);
+
+    /* Nothing carried: every row the step needs is held. */
+    si_wire_request_t z = r;
+    z.input.dims[2] = 0, z.hold = 0, z.reply_row_begin = z.reply_row_end = 0;
+    assert_int_equal(si_wire_encode_request(&z, &buf, &len, NULL), 0);
+    for (int view = 0; view < 2; view++) {
+        si_wire_request_t d;
+        decode_request_by(view, buf, len, &d);
+        assert_int_equal(d.from_held, 1);
+        assert_int_equal(d.hold, 0);
+        assert_int_equal(d.input.ndim, 4);
+        assert_int_equal(d.input.dims[2], 0);
+        assert_int_equal(d.input.dims[3], 4);
+        si_wire_request_free(&d);
+    }
+    free(buf);
+
+    si_err_t err = {""};
+    si_wire_request_t bad = z;
+    bad.from_held = 0; /* no rows in an ordinary call */
+    assert_int_equal(si_wire_encode_request(&bad, &buf, &len, &err), -1);
+    assert_non_null(strstr(err.msg, "dim 2 is not > 0"));
+    bad = r, bad.hold = 0; /* reply rows would lose the rest of the band */
+    assert_int_equal(si_wire_encode_request(&bad, &buf, &len, &err), -1);
+    assert_non_null(strstr(err.msg, "without hold"));
+    bad = r, bad.reply_row_begin = 5; /* empty */
+    assert_int_equal(si_wire_encode_request(&bad, &buf, &len, &err), -1);
+    assert_non_null(strstr(err.msg, "empty"));
+    static const char *const then[] = {"layer3"};
+    bad = r, bad.then = then, bad.n_then = 1, bad.out_row_begin = bad.out_row_end = 0;
+    assert_int_equal(si_wire_encode_request(&bad, &buf, &len, &err), -1);
+    assert_non_null(strstr(err.msg, "not chained"));
+}
+
 /* Layouts (wire format 3): NHWC travels as a field of the tensor, both
  * decoders read it, the bulk bytes still come last, and nothing is reordered
  * (the elements are the caller's, as they lie). */
@@ -1002,8 +1066,9 @@ static void test_malformed_fields(void **state) {
     expect_request_error(&m, "0 dims");
     t.n_dims = 4, t.data.len = 24 * 4;
 
-    dims[2] = 0;
+    dims[2] = 0, t.data.len = 0; /* no rows: only a from_held request */
     expect_request_error(&m, "dim 2 is not > 0");
+    t.data.len = 24 * 4;
     dims[2] = -3;
     expect_request_error(&m, "dim 2 is not > 0");
     dims[2] = 3;
@@ -1140,6 +1205,7 @@ int main(void) {
         cmocka_unit_test(test_view_raw),
         cmocka_unit_test(test_forward_encoded),
         cmocka_unit_test(test_chain),
+        cmocka_unit_test(test_resident),
         cmocka_unit_test(test_view_zero_copy),
         cmocka_unit_test(test_layout),
         cmocka_unit_test(test_truncations),
