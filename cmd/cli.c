@@ -60,7 +60,7 @@ static int parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
         {'C', NULL, "--cpus", 1},    {'M', NULL, "--memory", 1},  {'c', NULL, "--concurrency", 1},
         {'D', NULL, "--cold", 1},    {'O', NULL, "--out", 1},     {'S', NULL, "--seconds", 1},
         {'X', NULL, "--next", 1},    {'Y', NULL, "--layout", 1},
-        {'U', NULL, "--warmup-runs", 1},
+        {'U', NULL, "--warmup-runs", 1}, {'T', NULL, "--steps", 1},
     };
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -103,6 +103,7 @@ static int parse(int argc, char **argv, const char *allowed, cli_opts_t *o) {
         case 'D': if (int_arg(a, v, 1, 1000, &o->cold)) return 1; break;
         case 'O': o->out = v; break;
         case 'X': o->next = v; break;
+        case 'T': o->steps = v; break;
         case 'U': if (int_arg(a, v, 0, 100, &o->warmup_runs)) return 1; break;
         case 'Y':
             if (!strcmp(v, "nchw")) o->layout = SI_IO_NCHW;

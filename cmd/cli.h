@@ -32,6 +32,7 @@ typedef struct cli_opts {
     const char *workdir; /* --workdir DIR (up) */
     int bands;           /* --bands K (stage: warm every band of K) */
     const char *next;    /* --next URL (stage: the function chained requests go on to) */
+    const char *steps;   /* --steps A,B,C (stage: the resident steps it serves, stage.h) */
     int warmup_runs;     /* --warmup-runs N (stage, bench --plans): runs before ready, -1 unset */
     int layout;          /* --layout nchw|nhwc: of 4-D input and output tensors (si_io_layout_t) */
     /* bench --plans (cmd/benchplans.c) */

@@ -13,7 +13,11 @@
  * to. The worker that computed then waits for it, without the compute lock,
  * so such a stage has four workers: two may wait on the rest of the chain
  * while a third computes. Its errors come back as 503 (next function down),
- * 504 (it ran out of the caller's time) or 502 (it answered an error). */
+ * 504 (it ran out of the caller's time) or 502 (it answered an error).
+ *
+ * --steps A,B,...: the resident steps (stage.h) this function serves within
+ * its --segment, each warmed at its --band. A call continuing rows it does
+ * not hold is answered 409. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -99,11 +103,12 @@ static int on_stage(si_http_req_t *req, si_http_resp_t *resp, void *ud) {
     si_stage_status_t st = si_stage_call(s->stage, req->body, req->body_len, reply, &err);
     const char *fn = s->m.function;
     if (st != SI_STAGE_OK) {
-        static const char *kinds[] = {"ok", "bad_message", "bad_shape", "failed"};
+        static const char *kinds[] = {"ok", "bad_message", "bad_shape", "failed", "not_held"};
         const char *lv[] = {fn, kinds[st]};
         si_metrics_inc(s->errors, lv, NULL);
         free(reply);
-        int status = st == SI_STAGE_BAD_MESSAGE ? 400 : st == SI_STAGE_BAD_SHAPE ? 422 : 500;
+        int status = st == SI_STAGE_BAD_MESSAGE ? 400 : st == SI_STAGE_BAD_SHAPE ? 422
+                     : st == SI_STAGE_NOT_HELD  ? 409 : 500;
         return si_http_json_error(resp, status, si_http_status_code(status), "%s", err.msg);
     }
     int fwd = reply->forward, status = fwd ? forward(s, reply, &err) : 0;
@@ -145,12 +150,12 @@ static int on_readyz(si_http_req_t *req, si_http_resp_t *resp, void *ud) {
 
 int si_cmd_stage(int argc, char **argv) {
     cli_opts_t o;
-    if (cli_parse(argc, argv, "mstpHNBKXU", &o)) return 1;
+    if (cli_parse(argc, argv, "mstpHNBKXUT", &o)) return 1;
     if (o.n_args) {
         free(o.args);
         return cli_fail("usage: splitinfer stage -m MODEL [--segment A..B] [--port P] [--threads N] "
                         "[--host ADDR] [--name NAME] [--band k/K | --bands K] [--next URL] "
-                        "[--warmup-runs N]");
+                        "[--warmup-runs N] [--steps A,B,...]");
     }
     double t0 = cli_now_ms();
     serve_block_signals();
@@ -194,6 +199,16 @@ int si_cmd_stage(int argc, char **argv) {
         goto out;
     }
     si_stage_set_next(s.stage, o.next != NULL);
+    for (const char *p = o.steps; p && *p;) {
+        char step[SI_MAX_NAME];
+        size_t n = strcspn(p, ",");
+        snprintf(step, sizeof step, "%.*s", (int)(n < sizeof step ? n : sizeof step - 1), p);
+        if (si_stage_add_step(s.stage, step, &err) < 0) {
+            cli_fail("--steps: %s", err.msg);
+            goto out;
+        }
+        p += n + (p[n] == ',');
+    }
     static const char *const fp[] = {"function", "phase"}, *const fk[] = {"function", "kind"};
     const char *name = o.name ? o.name : segment;
     if (serve_metrics_init(&s.m, name, &err) < 0 ||

@@ -10,16 +10,30 @@
 
 #include "engine.h"
 
-#define STAGE_ENGINES 8 /* cached (batch, band, layouts) engines; a plan uses one or two */
+/* Cached engines: a plain stage uses one or two (batch, band, layouts); a
+ * resident one one per step, and a Service serving every band one per step
+ * and band. */
+#define STAGE_ENGINES 96
 
 typedef struct cached {
-    int batch, out_begin, out_end;          /* key: batch, output rows, */
+    int cut_begin, cut_end;                 /* key: segment, */
+    int batch, out_begin, out_end;          /*   batch, output rows, */
     si_wire_layout_t in_layout, out_layout; /*   and layouts */
     int in_begin, in_end;                   /* input rows it reads */
     si_engine_t *engine;
     float *out;                    /* si_engine_out_numel floats, for warm-up runs */
     uint64_t last_used;
 } cached_t;
+
+/* A band of a resident step's output, kept for the request's next call. */
+typedef struct held {
+    char id[SI_WIRE_MAX_STR + 1]; /* request_id; "" = free slot */
+    int value;                    /* graph value these are rows of */
+    int row_begin, row_end;
+    size_t row;                   /* floats per row (NHWC: W x C) */
+    float *data;
+    uint64_t last_used;
+} held_t;
 
 struct si_stage {
     si_graph_t *g;
@@ -31,6 +45,10 @@ struct si_stage {
     uint64_t last_encode_us; /* see si_stage_call */
     int threads; /* compute threads: the creating thread's si_engine_threads() */
     int has_next; /* chained requests are passed on (si_stage_set_next) */
+    si_segment_t steps[SI_STAGE_MAX_STEPS]; /* resident steps (si_stage_add_step) */
+    int n_steps;
+    held_t held[SI_STAGE_HELD];
+    size_t held_bytes;
 };
 
 static uint64_t now_us(void) {
@@ -64,9 +82,16 @@ static void cached_clear(cached_t *c) {
     memset(c, 0, sizeof *c);
 }
 
+static void held_clear(si_stage_t *s, held_t *h) {
+    if (h->id[0]) s->held_bytes -= (size_t)(h->row_end - h->row_begin) * h->row * sizeof(float);
+    free(h->data);
+    memset(h, 0, sizeof *h);
+}
+
 void si_stage_free(si_stage_t *s) {
     if (!s) return;
     for (int i = 0; i < STAGE_ENGINES; i++) cached_clear(&s->cache[i]);
+    for (int i = 0; i < SI_STAGE_HELD; i++) held_clear(s, &s->held[i]);
     pthread_mutex_destroy(&s->lock);
     si_graph_free(s->g);
     free(s);
@@ -74,22 +99,94 @@ void si_stage_free(si_stage_t *s) {
 
 void si_stage_set_next(si_stage_t *s, int has_next) { s->has_next = has_next; }
 
+int si_stage_add_step(si_stage_t *s, const char *segment, si_err_t *err) {
+    if (s->n_steps == SI_STAGE_MAX_STEPS)
+        return si_err_set(err, "more than %d resident steps", SI_STAGE_MAX_STEPS);
+    si_segment_t seg;
+    if (si_graph_segment(s->g, segment, &seg, err) < 0) return -1;
+    if (seg.cut_begin < s->seg.cut_begin || seg.cut_end > s->seg.cut_end)
+        return si_err_set(err, "step %s is not within this function's segment %s", segment, s->spec);
+    pthread_mutex_lock(&s->lock);
+    s->steps[s->n_steps++] = seg;
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+int si_stage_held(si_stage_t *s, size_t *bytes) {
+    pthread_mutex_lock(&s->lock);
+    int n = 0;
+    for (int i = 0; i < SI_STAGE_HELD; i++) n += s->held[i].id[0] != 0;
+    if (bytes) *bytes = s->held_bytes;
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
+/* The held rows of value v for request id, or NULL. Caller holds the lock. */
+static held_t *held_find(si_stage_t *s, const char *id, int v) {
+    for (int i = 0; i < SI_STAGE_HELD; i++)
+        if (s->held[i].id[0] && s->held[i].value == v && !strcmp(s->held[i].id, id)) return &s->held[i];
+    return NULL;
+}
+
+/* Ends request id: drops everything it holds. Caller holds the lock. */
+static void held_drop(si_stage_t *s, const char *id) {
+    for (int i = 0; i < SI_STAGE_HELD; i++)
+        if (s->held[i].id[0] && !strcmp(s->held[i].id, id)) held_clear(s, &s->held[i]);
+}
+
+/* Keeps data (rows [a, b) of value v, row floats each; ownership passes) for
+ * request id. Of the request's older entries only keep (value v_in) stays:
+ * a retry of this call finds its input still. Makes room by dropping the
+ * least recently used entries. Caller holds the lock. */
+static void held_put(si_stage_t *s, const char *id, int v, int v_in, int a, int b, size_t row,
+                     float *data) {
+    for (int i = 0; i < SI_STAGE_HELD; i++) {
+        held_t *h = &s->held[i];
+        if (h->id[0] && !strcmp(h->id, id) && h->value != v_in) held_clear(s, h);
+    }
+    size_t bytes = (size_t)(b - a) * row * sizeof(float);
+    for (;;) {
+        held_t *free_slot = NULL, *lru = NULL;
+        for (int i = 0; i < SI_STAGE_HELD; i++) {
+            held_t *h = &s->held[i];
+            if (!h->id[0]) {
+                if (!free_slot) free_slot = h;
+            } else if (!lru || h->last_used < lru->last_used) {
+                lru = h;
+            }
+        }
+        if (free_slot && s->held_bytes + bytes <= SI_STAGE_HELD_BYTES) {
+            snprintf(free_slot->id, sizeof free_slot->id, "%s", id);
+            free_slot->value = v, free_slot->row_begin = a, free_slot->row_end = b;
+            free_slot->row = row, free_slot->data = data, free_slot->last_used = ++s->tick;
+            s->held_bytes += bytes;
+            return;
+        }
+        if (!lru) { /* larger than the whole budget: not kept, the next call says so */
+            free(data);
+            return;
+        }
+        held_clear(s, lru);
+    }
+}
+
 const si_segment_t *si_stage_segment(const si_stage_t *s) { return &s->seg; }
 const si_graph_t *si_stage_graph(const si_stage_t *s) { return s->g; }
 
-static int out_rows(const si_stage_t *s) {
-    const si_value_t *y = &s->g->values[s->seg.out];
+static int out_rows(const si_stage_t *s, const si_segment_t *seg) {
+    const si_value_t *y = &s->g->values[seg->out];
     return y->ndim == 4 ? y->dims[2] : 1;
 }
 
-/* The engine for (batch, rows [a, b), layouts), compiled on a miss; the least
- * recently used one makes room. Caller holds the lock. */
-static cached_t *engine_for(si_stage_t *s, int batch, int a, int b, si_wire_layout_t lin,
-                            si_wire_layout_t lout, si_err_t *err) {
+/* The engine for (segment, batch, rows [a, b), layouts), compiled on a miss;
+ * the least recently used one makes room. Caller holds the lock. */
+static cached_t *engine_for(si_stage_t *s, const si_segment_t *seg, int batch, int a, int b,
+                            si_wire_layout_t lin, si_wire_layout_t lout, si_err_t *err) {
     cached_t *victim = &s->cache[0];
     for (int i = 0; i < STAGE_ENGINES; i++) {
         cached_t *c = &s->cache[i];
-        if (c->engine && c->batch == batch && c->out_begin == a && c->out_end == b &&
+        if (c->engine && c->cut_begin == seg->cut_begin && c->cut_end == seg->cut_end &&
+            c->batch == batch && c->out_begin == a && c->out_end == b &&
             c->in_layout == lin && c->out_layout == lout) {
             c->last_used = ++s->tick;
             return c;
@@ -98,8 +195,8 @@ static cached_t *engine_for(si_stage_t *s, int batch, int a, int b, si_wire_layo
     }
     cached_clear(victim);
     si_band_t band;
-    if (si_graph_band(s->g, &s->seg, a, b, &band, err) < 0) return NULL;
-    si_engine_t *e = si_engine_create_io(s->g, &s->seg, &band, batch, (si_io_layout_t)lin,
+    if (si_graph_band(s->g, seg, a, b, &band, err) < 0) return NULL;
+    si_engine_t *e = si_engine_create_io(s->g, seg, &band, batch, (si_io_layout_t)lin,
                                          (si_io_layout_t)lout, err);
     int ib = band.in_begin, ie = band.in_end;
     si_band_free(&band);
@@ -110,7 +207,8 @@ static cached_t *engine_for(si_stage_t *s, int batch, int a, int b, si_wire_layo
         si_err_set(err, "out of memory");
         return NULL;
     }
-    *victim = (cached_t){batch, a, b, lin, lout, ib, ie, e, out, ++s->tick};
+    *victim = (cached_t){seg->cut_begin, seg->cut_end, batch, a, b, lin, lout, ib, ie, e, out,
+                         ++s->tick};
     return victim;
 }
 
@@ -119,10 +217,10 @@ static si_wire_layout_t layout_of(const si_stage_t *s, int v, si_wire_layout_t a
     return s->g->values[v].ndim == 4 ? asked : SI_WIRE_NCHW;
 }
 
-static si_wire_layout_t warm_in_layout(const si_stage_t *s) {
+static si_wire_layout_t warm_in_layout(const si_stage_t *s, const si_segment_t *seg) {
     /* The gateway sends the model's input as it preprocessed it (NCHW) and
      * every activation as a function gave it (NHWC). */
-    return s->seg.in == 0 ? SI_WIRE_NCHW : layout_of(s, s->seg.in, SI_WIRE_NHWC);
+    return seg->in == 0 ? SI_WIRE_NCHW : layout_of(s, seg->in, SI_WIRE_NHWC);
 }
 
 /* The mapped model file's pages, in before the first request needs them. */
@@ -135,43 +233,56 @@ static void populate_weights(const si_stage_t *s) {
     for (size_t i = 0; i < s->g->map_len; i += 4096) (void)p[i];
 }
 
-int si_stage_warmup(si_stage_t *s, int k, int K, int runs, si_err_t *err) {
-    int h = out_rows(s);
+/* Warms band k of K (k < 0: every band) of seg. Caller holds the lock. */
+static int warm_segment(si_stage_t *s, const si_segment_t *seg, int k, int K, int runs,
+                        si_err_t *err) {
+    int h = out_rows(s, seg);
     if (K < 1 || K > h || k >= K) return si_err_set(err, "band %d of %d: %s has %d rows", k, K, s->spec, h);
-    if (runs < 0) return si_err_set(err, "warm-up runs %d < 0", runs);
-    pthread_mutex_lock(&s->lock);
     int rc = 0;
     for (int j = k < 0 ? 0 : k; rc == 0 && j < (k < 0 ? K : k + 1); j++) {
         int a, b;
         si_rows_split(h, K, j, &a, &b);
-        cached_t *c = engine_for(s, 1, a, b, warm_in_layout(s),
-                                 layout_of(s, s->seg.out, SI_WIRE_NHWC), err);
-        if (!c) {
-            rc = -1;
-            break;
-        }
+        cached_t *c = engine_for(s, seg, 1, a, b, warm_in_layout(s, seg),
+                                 layout_of(s, seg->out, SI_WIRE_NHWC), err);
+        if (!c) return -1;
         float *in = runs ? calloc(si_engine_in_numel(c->engine), sizeof *in) : NULL;
         if (runs && !in) rc = si_err_set(err, "out of memory");
         for (int r = 0; rc == 0 && r < runs; r++) rc = si_engine_run(c->engine, in, c->out, err);
         free(in);
     }
+    return rc;
+}
+
+int si_stage_warmup(si_stage_t *s, int k, int K, int runs, si_err_t *err) {
+    if (runs < 0) return si_err_set(err, "warm-up runs %d < 0", runs);
+    pthread_mutex_lock(&s->lock);
+    int rc = 0;
+    if (!s->n_steps) rc = warm_segment(s, &s->seg, k, K, runs, err);
+    for (int i = 0; rc == 0 && i < s->n_steps; i++) rc = warm_segment(s, &s->steps[i], k, K, runs, err);
     if (rc == 0 && runs == 0) populate_weights(s);
     pthread_mutex_unlock(&s->lock);
     return rc;
 }
 
-/* Checks a decoded request against this segment; fills the band wanted. */
-static int check_request(const si_stage_t *s, const si_wire_request_t *rq, int *a, int *b,
-                         si_err_t *err) {
+/* Checks a decoded request against this segment (or one of its resident
+ * steps, *seg); fills the band wanted. */
+static int check_request(const si_stage_t *s, const si_wire_request_t *rq, const si_segment_t **seg,
+                         int *a, int *b, si_err_t *err) {
     si_segment_t asked;
     if (si_graph_segment(s->g, rq->segment, &asked, err) < 0) return -1;
-    if (asked.cut_begin != s->seg.cut_begin || asked.cut_end != s->seg.cut_end)
-        return si_err_set(err, "this function serves segment %s, not %s", s->spec, rq->segment);
-    const si_value_t *x = &s->g->values[s->seg.in];
+    *seg = NULL;
+    if (asked.cut_begin == s->seg.cut_begin && asked.cut_end == s->seg.cut_end) *seg = &s->seg;
+    for (int i = 0; !*seg && i < s->n_steps; i++)
+        if (asked.cut_begin == s->steps[i].cut_begin && asked.cut_end == s->steps[i].cut_end)
+            *seg = &s->steps[i];
+    if (!*seg)
+        return si_err_set(err, "this function serves segment %s%s, not %s", s->spec,
+                          s->n_steps ? " and its resident steps" : "", rq->segment);
+    const si_value_t *x = &s->g->values[(*seg)->in], *y = &s->g->values[(*seg)->out];
     const si_wire_tensor_t *t = &rq->input;
     if (t->ndim != x->ndim || t->dims[1] != x->dims[1] || (x->ndim == 4 && t->dims[3] != x->dims[3]))
         return si_err_set(err, "input of %d dims with %lld channels; segment %s takes [N,%d%s]",
-                          t->ndim, (long long)t->dims[1], s->spec, x->dims[1],
+                          t->ndim, (long long)t->dims[1], rq->segment, x->dims[1],
                           x->ndim == 4 ? ",H,W" : "");
     if (t->dims[0] < 1 || t->dims[0] > 64)
         return si_err_set(err, "batch %lld outside 1..64", (long long)t->dims[0]);
@@ -179,11 +290,74 @@ static int check_request(const si_stage_t *s, const si_wire_request_t *rq, int *
         return si_err_set(err, "this function (%s) has no next function to pass its output on to "
                           "%s: start it with --next URL", s->spec, rq->then[0]);
     *a = rq->out_row_begin, *b = rq->out_row_end;
-    if (*a == 0 && *b == 0) *b = out_rows(s);
-    if (*a < 0 || *b > out_rows(s) || *a >= *b)
+    if (*a == 0 && *b == 0) *b = out_rows(s, *seg);
+    if (*a < 0 || *b > out_rows(s, *seg) || *a >= *b)
         return si_err_set(err, "output rows [%d, %d) outside the %d rows of %s", *a, *b,
-                          out_rows(s), s->spec);
+                          out_rows(s, *seg), rq->segment);
+    if (!rq->hold && !rq->from_held) return 0;
+    /* A resident band: rows of one image, channels innermost, so a band of
+     * rows is one run of floats at either end. */
+    if (*seg == &s->seg && !s->n_steps)
+        return si_err_set(err, "this function (%s) serves no resident steps (stage --steps)", s->spec);
+    if (!rq->request_id || !rq->request_id[0])
+        return si_err_set(err, "a resident call needs a request_id");
+    if (t->dims[0] != 1) return si_err_set(err, "a resident call is for batch 1, not %lld", (long long)t->dims[0]);
+    if (rq->from_held && (x->ndim != 4 || t->layout != SI_WIRE_NHWC))
+        return si_err_set(err, "from_held takes a 4-d NHWC input");
+    if (rq->hold && (y->ndim != 4 || rq->reply_layout != SI_WIRE_NHWC))
+        return si_err_set(err, "hold keeps a 4-d NHWC output; ask for reply_layout NHWC");
+    int rb = rq->reply_row_begin, re = rq->reply_row_end;
+    if ((rb || re) && (rb < *a || re > *b))
+        return si_err_set(err, "reply rows [%d, %d) outside the output rows [%d, %d) computed",
+                          rb, re, *a, *b);
     return 0;
+}
+
+/* The input of a from_held call, whole: rows [c->in_begin, c->in_end) of
+ * the step's input, of which those held come from there and the rest, in
+ * order, from the request. NULL with *st and err set when they do not fit.
+ * Caller holds the lock. */
+static float *join_held(si_stage_t *s, const si_segment_t *seg, const cached_t *c,
+                        const si_wire_request_t *rq, si_stage_status_t *st, si_err_t *err) {
+    held_t *h = held_find(s, rq->request_id, seg->in);
+    if (!h) {
+        *st = SI_STAGE_NOT_HELD;
+        si_err_set(err, "request %s: the rows its previous step left here are gone (evicted, "
+                   "or this function restarted)", rq->request_id);
+        return NULL;
+    }
+    *st = SI_STAGE_BAD_SHAPE;
+    const si_value_t *x = &s->g->values[seg->in];
+    size_t row = (size_t)x->dims[1] * (size_t)x->dims[3];
+    int h0 = h->row_begin > c->in_begin ? h->row_begin : c->in_begin;
+    int h1 = h->row_end < c->in_end ? h->row_end : c->in_end;
+    if (h0 >= h1 || h->row != row) {
+        si_err_set(err, "request %s: the rows held, [%d, %d), are none of the input rows [%d, %d) "
+                   "this band needs", rq->request_id, h->row_begin, h->row_end, c->in_begin, c->in_end);
+        return NULL;
+    }
+    int carried = (c->in_end - c->in_begin) - (h1 - h0), got = (int)rq->input.dims[2];
+    if (rq->input_row0 != c->in_begin || got != carried) {
+        si_err_set(err, "output rows [%d, %d) of %s need input rows [%d, %d), [%d, %d) of them held: "
+                   "want the other %d from row %d, got %d from row %d", c->out_begin, c->out_end,
+                   rq->segment, c->in_begin, c->in_end, h0, h1, carried, c->in_begin, got,
+                   (int)rq->input_row0);
+        return NULL;
+    }
+    float *in = malloc((size_t)(c->in_end - c->in_begin) * row * sizeof *in);
+    if (!in) {
+        *st = SI_STAGE_FAILED;
+        si_err_set(err, "out of memory");
+        return NULL;
+    }
+    size_t top = (size_t)(h0 - c->in_begin) * row, mid = (size_t)(h1 - h0) * row;
+    size_t bottom = (size_t)carried * row - top;
+    if (top) memcpy(in, rq->input.data, top * sizeof *in);
+    memcpy(in + top, h->data + (size_t)(h0 - h->row_begin) * row, mid * sizeof *in);
+    if (bottom) memcpy(in + top + mid, rq->input.data + top, bottom * sizeof *in);
+    h->last_used = ++s->tick;
+    *st = SI_STAGE_OK;
+    return in;
 }
 
 si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
@@ -193,27 +367,33 @@ si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
     si_wire_request_t rq;
     if (si_wire_decode_request_view(body, len, &rq, NULL, err) < 0) return SI_STAGE_BAD_MESSAGE;
     int a = 0, b = 0;
-    if (check_request(s, &rq, &a, &b, err) < 0) {
+    const si_segment_t *seg;
+    if (check_request(s, &rq, &seg, &a, &b, err) < 0) {
         si_wire_request_free(&rq);
         return SI_STAGE_BAD_SHAPE;
     }
     uint64_t t1 = now_us();
     pthread_mutex_lock(&s->lock);
     uint64_t t2 = now_us();
+    float *joined = NULL; /* a from_held call's input, whole */
     /* OpenMP's thread count belongs to each thread: a server's workers start
      * with the default (every core), not what the stage was made with. Two
      * threads in a function meant to have one burn a capped quota spinning.
      * Set before engine_for: oneDNN sizes its kernels for it at compile. */
     if (si_engine_threads() != s->threads) si_engine_set_threads(s->threads);
     si_stage_status_t st = SI_STAGE_FAILED;
-    si_wire_layout_t lout = layout_of(s, s->seg.out, rq.reply_layout);
-    cached_t *c = engine_for(s, (int)rq.input.dims[0], a, b, rq.input.layout, lout, err);
+    si_wire_layout_t lout = layout_of(s, seg->out, rq.reply_layout);
+    cached_t *c = engine_for(s, seg, (int)rq.input.dims[0], a, b, rq.input.layout, lout, err);
     if (!c) goto unlock;
-    const si_value_t *x = &s->g->values[s->seg.in];
+    const si_value_t *x = &s->g->values[seg->in];
     int h = x->ndim == 4 ? (int)rq.input.dims[2] : 1;
-    if (x->ndim == 4 && (rq.input_row0 != c->in_begin || rq.input_row0 + h != c->in_end)) {
+    const float *in = rq.input.data;
+    if (rq.from_held) {
+        if (!(in = joined = join_held(s, seg, c, &rq, &st, err))) goto unlock;
+        st = SI_STAGE_FAILED;
+    } else if (x->ndim == 4 && (rq.input_row0 != c->in_begin || rq.input_row0 + h != c->in_end)) {
         si_err_set(err, "output rows [%d, %d) of %s need input rows [%d, %d), got [%d, %d)", a, b,
-                   s->spec, c->in_begin, c->in_end, rq.input_row0, rq.input_row0 + h);
+                   rq.segment, c->in_begin, c->in_end, rq.input_row0, rq.input_row0 + h);
         st = SI_STAGE_BAD_SHAPE;
         goto unlock;
     }
@@ -224,13 +404,33 @@ si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
         si_err_set(err, "out of memory");
         goto unlock;
     }
-    if (si_engine_run(c->engine, rq.input.data, reply->out, err) < 0) goto unlock;
+    if (si_engine_run(c->engine, in, reply->out, err) < 0) goto unlock;
     uint64_t t3 = now_us();
     int od[4];
     si_wire_tensor_t y = {.ndim = si_engine_out_dims(c->engine, od), .data = reply->out,
                           .dtype = rq.reply_dtype, .layout = lout};
     for (int i = 0; i < y.ndim; i++) y.dims[i] = od[i];
     reply->out_elems = (int64_t)si_engine_out_numel(c->engine);
+    int row0 = y.ndim == 4 ? a : 0;
+    if (rq.hold) {
+        /* The band stays here; the reply carries the rows asked for (the
+         * neighbours' halo), copied: the held band may be evicted while the
+         * reply is still being written. */
+        int rb = rq.reply_row_begin, re = rq.reply_row_end;
+        if (!rb && !re) rb = a, re = b;
+        size_t row = (size_t)od[1] * (size_t)od[3];
+        float *edge = malloc((size_t)(re - rb) * row * sizeof *edge);
+        if (!edge) {
+            si_err_set(err, "out of memory");
+            goto unlock;
+        }
+        memcpy(edge, reply->out + (size_t)(rb - a) * row, (size_t)(re - rb) * row * sizeof *edge);
+        held_put(s, rq.request_id, seg->out, seg->in, a, b, row, reply->out);
+        reply->out = edge;
+        y.data = edge, y.dims[2] = re - rb, row0 = rb;
+    } else if (rq.from_held) {
+        held_drop(s, rq.request_id); /* the request's last resident step */
+    }
     if (rq.n_then) {
         /* A chain: the output, whole, becomes the next function's input, in
          * the chain's dtype, with the rest of the chain and the time left. */
@@ -258,7 +458,7 @@ si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
     memset(&rp, 0, sizeof rp);
     rp.request_id = rq.request_id;
     rp.output = y;
-    rp.out_row0 = rp.output.ndim == 4 ? a : 0;
+    rp.out_row0 = row0;
     /* The encode time of this reply is not known while packing it: report the
      * previous one's, which for the same band is the same work. */
     rp.timings = (si_wire_timings_t){t1 - t0, t2 - t1, t3 - t2, s->last_encode_us, 0};
@@ -269,6 +469,7 @@ si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
     st = SI_STAGE_OK;
 unlock:
     pthread_mutex_unlock(&s->lock);
+    free(joined);
     si_wire_request_free(&rq);
     if (st != SI_STAGE_OK) si_stage_reply_free(reply);
     return st;

@@ -18,6 +18,23 @@
  * stage's reply (the last function's output, every function's timings).
  * The HTTP call between them is the server's (this module has no HTTP); the
  * compute lock is not held while it waits.
+ *
+ * Resident steps (StageRequest.resident, plan.h "resident"). A stage may also
+ * serve sub-segments of its own ("layer3.2" in a stage of "#2..#18"), the
+ * steps of a resident run, named with si_stage_add_step. For those it can
+ * hold its band of a step's output for the request's next call:
+ *   - hold: the output band (float32 NHWC) is kept under (request_id, value)
+ *     and the reply carries only the rows asked for: the edges its
+ *     neighbours need for the next step;
+ *   - from_held: of the input rows the step needs, those held are taken from
+ *     there; the request carries the rest (the halo from the neighbours).
+ * A request keeps at most two generations (its last call's input and
+ * output: a retried call still finds its input); a call without hold ends
+ * the request and drops them. At most SI_STAGE_HELD entries and
+ * SI_STAGE_HELD_BYTES are held; the least recently used go first (a request
+ * its gateway gave up on is never ended). A call whose rows are gone
+ * (evicted, or the process restarted) fails with SI_STAGE_NOT_HELD, which
+ * the gateway answers by running the request again.
  */
 #ifndef SI_STAGE_H
 #define SI_STAGE_H
@@ -38,7 +55,12 @@ typedef enum si_stage_status {
     SI_STAGE_BAD_SHAPE,   /* valid, but not for this segment: wrong segment, shape
                              or rows (HTTP 422) */
     SI_STAGE_FAILED,      /* ours: out of memory, engine failure (HTTP 500) */
+    SI_STAGE_NOT_HELD,    /* from_held, but the rows are not held here (HTTP 409) */
 } si_stage_status_t;
+
+#define SI_STAGE_MAX_STEPS 64                      /* sub-segments a stage serves */
+#define SI_STAGE_HELD 64                           /* held output bands, all requests */
+#define SI_STAGE_HELD_BYTES ((size_t)1 << 29)      /* and their bytes: 512 MiB */
 
 /* A reply ready to send: the packed StageReply is packed.iov[0..iovcnt),
  * [protobuf header][the output floats] for fp32 - the engine writes its output
@@ -65,7 +87,7 @@ si_stage_t *si_stage_new(si_graph_t *g, const char *segment, si_err_t *err);
 void si_stage_free(si_stage_t *s);
 
 /* Compiles the engine for output band k of K (K = 1: the whole tensor; k < 0:
- * every band of K) and runs it `runs` times on zeros, so the first real
+ * every band of K; with resident steps, of every step) and runs it `runs` times on zeros, so the first real
  * request pays no compile and no page faults. runs = 0 compiles and maps the
  * weights' pages in (MADV_POPULATE_READ) without running, which is what
  * `splitinfer stage` does by default: measured in podman at 0.35 CPU, the
@@ -78,6 +100,13 @@ void si_stage_free(si_stage_t *s);
  * A request in other layouts compiles its own engine on first use. */
 int si_stage_warmup(si_stage_t *s, int k, int K, int runs, si_err_t *err);
 
+
+/* Serves segment (a sub-segment of the stage's own, cut to cut) as a
+ * resident step too. si_stage_warmup then warms the steps, not the whole. */
+int si_stage_add_step(si_stage_t *s, const char *segment, si_err_t *err);
+
+/* Output bands held right now (see resident steps above), and their bytes. */
+int si_stage_held(si_stage_t *s, size_t *bytes);
 
 /* Whether this stage has a next function to pass chained requests on to
  * (default no: a chained request is then refused as BAD_SHAPE). */
