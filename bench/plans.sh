@@ -12,13 +12,15 @@
 #   which the gateway hands to its 16 worker threads in turn; a thread's first
 #   request faults its malloc arena's working set in, ~1500 pages for the
 #   pipeline, so the warm-up must reach every thread);
-#   PLANS="baseline pipeline pipeline:nchw pipeline:chain parallel blocks pipeline:fp16 parallel:fp16"
+#   PLANS="baseline pipeline pipeline:nchw pipeline:chain parallel parallel-resident blocks pipeline:fp16 parallel:fp16"
 #   (plan:DTYPE sends the activations as fp16 or bf16 on the wire: half the
 #   bytes; loopback TCP on this VM moves ~1 ms per MB, and the pipeline moves
 #   13 MB per image in fp32; plan:chain chains its one-band steps, each
 #   function passing its output straight to the next: 7 MB; plan:chain+fp16
 #   both; plan:nchw sends activations as NCHW instead of the default NHWC,
-#   so each function reorders at both ends, as before wire format 3); EVICT=64 MiB written between floor runs
+#   so each function reorders at both ends, as before wire format 3;
+#   parallel-resident: row bands that stay on their functions and exchange
+#   halos only, plan.h); EVICT=64 MiB written between floor runs
 #   (4x this VM's 16 MiB L3), FLOOR_N=15 runs each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +28,7 @@ cd "$(dirname "$0")/.."
 PY=/usr/bin/python3
 N=${N:-40}
 WARM=${WARM:-20}
-PLANS=${PLANS:-baseline pipeline pipeline:nchw pipeline:chain parallel blocks pipeline:fp16 parallel:fp16}
+PLANS=${PLANS:-baseline pipeline pipeline:nchw pipeline:chain parallel parallel-resident blocks pipeline:fp16 parallel:fp16}
 W=build/bench-plans
 mkdir -p "$W"
 "$PY" tests/ref/export_resnet.py --arch resnet50 --seed 0 --out build/ref/resnet50.onnx --cached
@@ -88,13 +90,15 @@ floor_ms() { "$BIN" bench -m "$W/resnet50.sfm" -t 1 -n "${FLOOR_N:-15}" --evict-
     for seg in $("$PY" -c "import json; print(' '.join(s['segment'] for s in json.load(open('plans/pipeline.json'))['steps']))"); do
         echo "pipeline $seg $(floor_ms --segment "$seg" --layout nhwc)"
     done
-    while read -r seg k; do
-        for ((b = 0; b < k; b++)); do
-            if [ "$k" -gt 1 ]; then echo "parallel $seg $(floor_ms --segment "$seg" --band "$b/$k" --layout nhwc)"
-            else echo "parallel $seg $(floor_ms --segment "$seg" --layout nhwc)"; fi
-        done
-    done < <("$PY" -c "import json
-for s in json.load(open('plans/parallel.json'))['steps']: print(s['segment'], s.get('bands', 1))")
+    for plan in parallel parallel-resident; do
+        while read -r seg k; do
+            for ((b = 0; b < k; b++)); do
+                if [ "$k" -gt 1 ]; then echo "$plan $seg $(floor_ms --segment "$seg" --band "$b/$k" --layout nhwc)"
+                else echo "$plan $seg $(floor_ms --segment "$seg" --layout nhwc)"; fi
+            done
+        done < <("$PY" -c "import json
+for s in json.load(open('plans/$plan.json'))['steps']: print(s['segment'], s.get('bands', 1))")
+    done
 } >"$W/floor.tsv"
 printf 'floor: measured\n' >&2
 "$PY" - "$W/samples.tsv" "$W/floor.tsv" "$W/gwcpu.tsv" <<'PYEOF'
@@ -111,7 +115,7 @@ for p, v in by.items():
     print(f"{p:14s} {med[p]:10.1f} {ms[int(0.9 * (len(ms) - 1))]:8.1f} {st.median(x[1] for x in v):11.2f} "
           f"{st.median(x[2] for x in v):11.1f} {med[p] / med['baseline']:12.3f} {gwcpu[p]:15.2f}")
 print()
-tg = {"pipeline": (1.10, 1.27), "parallel": (0.65, 0.83)}
+tg = {"pipeline": (1.10, 1.27), "parallel": (0.65, 0.83), "parallel-resident": (0.65, 0.83)}
 for p in med:
     t, paper = tg.get(p.split(":")[0], (None, None))
     if t:
@@ -121,14 +125,17 @@ for p in by:
     if p.split(":")[0] == "pipeline":
         print(f"{p} network time per image, summed over hops: {st.median(x[1] for x in by[p]):.2f} ms (paper: 179 ms)")
 # Floor: the segments' compute alone (cold caches, one thread, no HTTP).
-whole, pipe, par = 0.0, 0.0, {}
+whole, pipe, par, res = 0.0, 0.0, {}, {}
 for line in open(sys.argv[2]):
     kind, seg, ms = line.split()
     if kind == "whole": whole = float(ms)
     elif kind == "pipeline": pipe += float(ms)
-    else: par[seg] = max(par.get(seg, 0.0), float(ms))  # a step waits for its slowest band
+    else:  # a step waits for its slowest band
+        d = par if kind == "parallel" else res
+        d[seg] = max(d.get(seg, 0.0), float(ms))
 print()
 print(f"compute floor, cold caches, one thread, no HTTP (bench --segment --evict-mb): whole model {whole:.1f} ms;")
 print(f"  pipeline segments summed {pipe:.1f} ms = {pipe / whole:.3f} of whole;"
-      f" parallel slowest band per step summed {sum(par.values()):.1f} ms = {sum(par.values()) / whole:.3f} of whole")
+      f" parallel slowest band per step summed {sum(par.values()):.1f} ms = {sum(par.values()) / whole:.3f} of whole;")
+print(f"  parallel-resident slowest band per step summed {sum(res.values()):.1f} ms = {sum(res.values()) / whole:.3f} of whole")
 PYEOF

@@ -74,25 +74,54 @@ int si_cmd_up(int argc, char **argv) {
     }
     snprintf(threads, sizeof threads, "%d", o.threads ? o.threads : 1);
     int total = 0;
-    for (int i = 0; i < plan->n_steps; i++) total += plan->steps[i].bands;
+    for (int i = 0, j; i < plan->n_steps; i = j) {
+        j = si_plan_resident_end(plan, i); /* a resident run's functions serve all its steps */
+        total += plan->steps[i].bands;
+    }
     if (total > UP_MAX_PROCS - 1) {
         cli_fail("the plan has %d functions; up runs at most %d", total, UP_MAX_PROCS - 1);
         goto out;
     }
     /* Every function's port first: a chained function is started with the
      * next one's URL. */
-    for (int i = 0, m = 0; i < plan->n_steps; i++) {
+    for (int i = 0, j, m = 0; i < plan->n_steps; i = j) {
+        j = si_plan_resident_end(plan, i);
         si_plan_step_t *ps = &plan->steps[i];
         ps->n_functions = ps->bands;
         for (int k = 0; k < ps->bands; k++, m++) {
             procs[m].port = launch_free_port();
             snprintf(ps->functions[k], SI_PLAN_MAX_URL, "http://127.0.0.1:%d", procs[m].port);
         }
+        for (int r = i + 1; r < j; r++) { /* the rest of a resident run: the same functions */
+            plan->steps[r].n_functions = ps->bands;
+            memcpy(plan->steps[r].functions, ps->functions, sizeof ps->functions);
+        }
     }
-    for (int i = 0; i < plan->n_steps; i++) {
+    for (int i = 0, j; i < plan->n_steps; i = j) {
+        j = si_plan_resident_end(plan, i);
         si_plan_step_t *ps = &plan->steps[i];
+        /* A resident run's functions hold every step of it: segment
+         * "#first..#last" cut, and the steps named by --steps. */
+        si_segment_t seg = segs[i];
+        char segment[SI_MAX_NAME], steps[4096] = "";
+        snprintf(segment, sizeof segment, "%s", ps->segment);
+        if (j > i + 1) {
+            snprintf(segment, sizeof segment, "#%d..#%d", segs[i].cut_begin, segs[j - 1].cut_end);
+            if (si_graph_segment(g, segment, &seg, &err) < 0) {
+                cli_fail("steps %d..%d: %s", i, j - 1, err.msg);
+                goto out;
+            }
+            for (int r = i, n = 0; r < j; r++)
+                n += snprintf(steps + n, sizeof steps - (size_t)n, "%s%s", r > i ? "," : "",
+                              plan->steps[r].segment);
+            if (strlen(steps) >= LAUNCH_ARG_LEN) {
+                cli_fail("steps %d..%d: their names, %zu bytes, are too long for --steps (%d)",
+                         i, j - 1, strlen(steps), LAUNCH_ARG_LEN - 1);
+                goto out;
+            }
+        }
         snprintf(path, sizeof path, "%s/step%d.sfm", dir, i);
-        if (launch_write_step(g, &segs[i], path, &err) < 0) {
+        if (launch_write_step(g, &seg, path, &err) < 0) {
             cli_fail("step %d (%s): %s", i, ps->segment, err.msg);
             goto out;
         }
@@ -104,7 +133,8 @@ int si_cmd_up(int argc, char **argv) {
             launch_arg(p, "splitinfer");
             launch_arg(p, "stage");
             launch_arg(p, "-m"), launch_arg(p, path);
-            launch_arg(p, "--segment"), launch_arg(p, ps->segment);
+            launch_arg(p, "--segment"), launch_arg(p, segment);
+            if (steps[0]) launch_arg(p, "--steps"), launch_arg(p, steps);
             launch_arg(p, "--host"), launch_arg(p, "127.0.0.1");
             launch_arg(p, "--port"), launch_arg(p, port);
             launch_arg(p, "--threads"), launch_arg(p, threads);

@@ -44,6 +44,12 @@ case "$PLAN_ARG" in
   *) PLAN_FILE=plans/$PLAN_ARG.json ;;
 esac
 [ -f "$PLAN_FILE" ] || { echo "images.sh: no plan $PLAN_FILE" >&2; exit 1; }
+# A resident plan's functions each hold a run of steps (plan.h): one image per
+# step segment would not serve it.
+if grep -q '"resident": *true' "$PLAN_FILE"; then
+  echo "images.sh: $PLAN_FILE is resident; its functions hold several steps, which the images do not lay out yet (run it with splitinfer up)" >&2
+  exit 1
+fi
 PREFIX=${PREFIX:-localhost/splitinfer}
 TAG=${TAG:-latest}
 HEY=${HEY:-1}

@@ -1,21 +1,27 @@
 /* gateway.c - plan execution over stage functions. See gateway.h. */
 #include "gateway.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "wire.h"
 
 typedef struct band_rows {
     int out_begin, out_end; /* rows of the step's output this band computes */
     int in_begin, in_end;   /* rows of the step's input it needs */
+    /* A resident step (plan.h): */
+    int held_begin, held_end;   /* from_held: input rows the function holds */
+    int reply_begin, reply_end; /* hold: output rows the other bands need next */
 } band_rows_t;
 
 typedef struct step {
     si_segment_t seg;
     int bands;
+    int from_held, hold; /* a resident step after the run's first / before its last */
     band_rows_t rows[SI_PLAN_MAX_BANDS];
     char urls[SI_PLAN_MAX_BANDS][SI_PLAN_MAX_URL + 16]; /* function + "/v1/stage" */
 } step_t;
@@ -26,6 +32,8 @@ struct si_gateway {
     step_t *steps;
     si_wire_dtype_t dtype;
     si_wire_layout_t layout; /* of the activations between functions */
+    unsigned id_prefix;      /* request ids: "<prefix>-<seq>", unique to this gateway */
+    atomic_ullong seq;
 };
 
 static double now_s(void) {
@@ -68,6 +76,42 @@ si_gateway_t *si_gateway_new(const si_plan_t *plan, si_graph_t *g, si_err_t *err
             snprintf(st->urls[k], sizeof st->urls[k], "%s/v1/stage", url);
         }
     }
+    /* Resident runs: what each band holds and what the others need of it. */
+    for (int i = 0, j; i < plan->n_steps; i = j) {
+        j = si_plan_resident_end(plan, i);
+        for (int m = i; m < j && j > i + 1; m++) {
+            step_t *st = &gw->steps[m], *nx = m + 1 < j ? &gw->steps[m + 1] : NULL;
+            st->from_held = m > i, st->hold = nx != NULL;
+            for (int k = 0; k < st->bands; k++) {
+                band_rows_t *r = &st->rows[k];
+                if (st->from_held) {
+                    const band_rows_t *p = &gw->steps[m - 1].rows[k];
+                    r->held_begin = p->out_begin > r->in_begin ? p->out_begin : r->in_begin;
+                    r->held_end = p->out_end < r->in_end ? p->out_end : r->in_end;
+                    if (r->held_begin >= r->held_end) {
+                        si_err_set(err, "step %d (%s) band %d needs input rows [%d, %d), none of "
+                                   "which its band of step %d, [%d, %d), holds: no resident run "
+                                   "here", m, plan->steps[m].segment, k, r->in_begin, r->in_end,
+                                   m - 1, p->out_begin, p->out_end);
+                        goto fail;
+                    }
+                }
+                if (!nx) continue;
+                /* The hull of what the other bands of the next step need
+                 * from this band's rows (at least one row: a reply has rows). */
+                int lo = r->out_end, hi = r->out_begin;
+                for (int o = 0; o < st->bands; o++) {
+                    if (o == k) continue;
+                    int a = nx->rows[o].in_begin > r->out_begin ? nx->rows[o].in_begin : r->out_begin;
+                    int b = nx->rows[o].in_end < r->out_end ? nx->rows[o].in_end : r->out_end;
+                    if (a < b) lo = a < lo ? a : lo, hi = b > hi ? b : hi;
+                }
+                if (lo >= hi) lo = r->out_begin, hi = lo + 1;
+                r->reply_begin = lo, r->reply_end = hi;
+            }
+        }
+    }
+    gw->id_prefix = (unsigned)getpid() * 2654435761u ^ (unsigned)time(NULL);
     free(segs);
     return gw;
 fail:
@@ -192,17 +236,53 @@ static int trace_chain(const si_gateway_t *gw, int i, int n, const si_wire_reply
     return 0;
 }
 
+/* The pieces of a from_held request's input (after iov[0], the header): the
+ * rows of band k's input it does not hold, [in_begin, held_begin) then
+ * [held_end, in_end), each from the edge reply of the band of the step
+ * before that computed it. Returns the number of pieces, -1 with err set
+ * when an edge lacks a row (which the rows set up in si_gateway_new rule
+ * out). */
+static int carried_rows(const si_gateway_t *gw, int i, int k, const held_t *prev, size_t rowbytes,
+                        struct iovec *iov, si_err_t *err) {
+    const step_t *pst = &gw->steps[i - 1];
+    const band_rows_t *r = &gw->steps[i].rows[k];
+    int n = 0, last = -1;
+    for (int row = r->in_begin; row < r->in_end; row++) {
+        if (row == r->held_begin) row = r->held_end;
+        if (row >= r->in_end) break;
+        int o = 0;
+        while (o < pst->bands - 1 && row >= pst->rows[o].out_end) o++;
+        const band_rows_t *pr = &pst->rows[o];
+        if (row < pr->reply_begin || row >= pr->reply_end)
+            return si_err_set(err, "step %d band %d: row %d of its input is in no edge of step %d",
+                              i, k, row, i - 1);
+        const uint8_t *at = held_bytes(&prev[o]) + (size_t)(row - pr->reply_begin) * rowbytes;
+        if (o == last && (const uint8_t *)iov[n].iov_base + iov[n].iov_len == at) {
+            iov[n].iov_len += rowbytes;
+        } else {
+            iov[++n] = (struct iovec){(void *)at, rowbytes};
+            last = o;
+        }
+    }
+    return n;
+}
+
 /* Runs the call of steps [i, j): one step (j = i + 1), or a chained run of
  * one-band steps. Its full input is x, elements of encoding xdt laid out as
  * xl: the caller's float32 NCHW for the first step, else the previous step's
  * output in the plan's dtype and layout. The output of step j - 1 goes, in
  * the plan's dtype and layout, to *y (the last reply kept whole, or the bands
  * stitched), or converted to float32 NCHW into out when out is not NULL (the
- * last step). tr: the traces of steps i..j-1. */
+ * last step). tr: the traces of steps i..j-1.
+ * A resident step (one step) is request `id` of its run: from_held, its
+ * input is the run's previous step's edge replies prev[] (x unused); with
+ * hold, its bands' edge replies go to edges[] instead of *y. A function that
+ * no longer holds the request's rows (409) sets *not_held. */
 static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i, int j,
                                     const void *x, si_wire_dtype_t xdt, si_wire_layout_t xl,
                                     held_t *y, float *out, si_gateway_step_trace_t *tr,
-                                    si_err_t *err) {
+                                    const char *id, const held_t *prev, held_t *edges,
+                                    int *not_held, si_err_t *err) {
     const step_t *st = &gw->steps[i];
     const si_value_t *xv = &gw->g->values[st->seg.in], *yv = &gw->g->values[gw->steps[j - 1].seg.out];
     int K = st->bands;
@@ -226,6 +306,9 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
     memset(resps, 0, sizeof resps);
     memset(tr, 0, (size_t)(j - i) * sizeof *tr);
     memset(y, 0, sizeof *y);
+    /* No "Expect: 100-continue": a stage takes any body under its limit,
+     * and waiting for the 100 costs a round trip per megabyte-sized hop. */
+    static const char *const no_expect[] = {"Expect:", NULL};
     double t0 = now_s();
     for (int k = 0; k < K; k++) {
         const band_rows_t *r = &st->rows[k];
@@ -244,6 +327,40 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
         rq.reply_layout = gw->layout;
         rq.then = then, rq.n_then = j - i - 1;
         rq.timeout_ms = gw->plan.timeout_ms;
+        rq.request_id = id;
+        rq.hold = st->hold;
+        if (st->hold) rq.reply_row_begin = r->reply_begin, rq.reply_row_end = r->reply_end;
+        if (st->from_held) {
+            /* Only the rows it does not hold, from the other bands' edges, as
+             * they came (in the wire's encoding): no copy. */
+            rq.from_held = 1;
+            rq.input.dims[2] = (r->in_end - r->in_begin) - (r->held_end - r->held_begin);
+            rq.input_row0 = r->in_begin;
+            rq.input.data = NULL, rq.input.bytes = held_bytes(&prev[0]); /* stands in, see below */
+            rq.input.dtype = gw->dtype, rq.input.layout = SI_WIRE_NHWC;
+            rq.out_row_begin = r->out_begin, rq.out_row_end = r->out_end;
+            size_t rowbytes = (size_t)xv->dims[1] * (size_t)xv->dims[3] * es;
+            if (!(gathers[k] = malloc((2 + (size_t)rq.input.dims[2]) * sizeof *gathers[k]))) {
+                si_err_set(err, "out of memory");
+                goto out;
+            }
+            /* As for a band of x below: only the header (which counts the
+             * rows' bytes) is used; the pieces of the edges follow it. */
+            if (si_wire_encode_request_iov(&rq, &packed[k], err) < 0) goto out;
+            if (packed[k].iovcnt > 2 ||
+                (packed[k].iovcnt == 2 && packed[k].iov[1].iov_len != (size_t)rq.input.dims[2] * rowbytes)) {
+                si_err_set(err, "step %d band %d: request not packed as header + elements", i, k);
+                goto out;
+            }
+            gathers[k][0] = packed[k].iov[0];
+            int n = carried_rows(gw, i, k, prev, rowbytes, gathers[k], err);
+            if (n < 0) goto out;
+            calls[k] = (si_httpc_call_t){.url = st->urls[k], .content_type = "application/x-protobuf",
+                                         .iov = gathers[k], .iovcnt = 1 + n,
+                                         .timeout_ms = gw->plan.timeout_ms, .headers = no_expect};
+            tr->bytes_sent += packed[k].len;
+            continue;
+        }
         if (xv->ndim == 4) {
             int h = r->in_end - r->in_begin;
             rq.input.dims[2] = h;
@@ -286,12 +403,9 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
             gather_rows(x, xs, es, r->in_begin, r->in_end, gathers[k]);
             iov = gathers[k], iovcnt = xs.planes + 1;
         }
-        /* No "Expect: 100-continue": a stage takes any body under its limit,
-         * and waiting for the 100 costs a round trip per megabyte-sized hop. */
-        static const char *const hdrs[] = {"Expect:", NULL};
         calls[k] = (si_httpc_call_t){.url = st->urls[k], .content_type = "application/x-protobuf",
                                      .iov = iov, .iovcnt = iovcnt,
-                                     .timeout_ms = gw->plan.timeout_ms, .headers = hdrs};
+                                     .timeout_ms = gw->plan.timeout_ms, .headers = no_expect};
         tr->bytes_sent += packed[k].len;
     }
     if (si_httpc_post_many(client, K, calls, resps, err) < 0) goto out;
@@ -307,7 +421,7 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
     /* A whole reply is kept as it came; band replies are stitched in the
      * wire's encoding (one copy of their rows). */
     int keep = K == 1;
-    if (!keep && !(y->stitched = malloc(numel * es))) {
+    if (!keep && !st->hold && !(y->stitched = malloc(numel * es))) {
         si_err_set(err, "out of memory");
         goto out;
     }
@@ -315,6 +429,7 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
         const band_rows_t *r = &st->rows[k];
         if (resps[k].error != SI_HTTPC_OK || resps[k].status != 200) {
             rc = from_httpc(&resps[k]);
+            if (resps[k].error == SI_HTTPC_OK && resps[k].status == 409) *not_held = 1;
             if (resps[k].error != SI_HTTPC_OK)
                 si_err_set(err, "step %d (%s) band %d: %s: %s", i, gw->plan.steps[i].segment, k,
                            st->urls[k], resps[k].error_msg);
@@ -331,10 +446,11 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
             rc = SI_GW_UPSTREAM_ERROR;
             goto out;
         }
-        int rows = r->out_end - r->out_begin;
+        int rows = r->out_end - r->out_begin, row0 = r->out_begin;
+        if (st->hold) rows = r->reply_end - r->reply_begin, row0 = r->reply_begin;
         int ok = rp.output.ndim == yv->ndim && rp.output.dims[0] == 1 && rp.output.dims[1] == yv->dims[1] &&
                  (yv->ndim == 2 || (rp.output.dims[2] == rows && rp.output.dims[3] == yv->dims[3] &&
-                                    rp.out_row0 == r->out_begin));
+                                    rp.out_row0 == row0));
         if (!ok || rp.output.dtype != gw->dtype || rp.output.layout != yl) {
             si_err_set(err, "step %d band %d: %s replied with %s", i, k, st->urls[k],
                        !ok ? "a tensor of the wrong shape or rows"
@@ -360,9 +476,10 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
             if (comp > tr->compute) tr->compute = comp;
             tr->bytes_received += resps[k].len;
         }
-        if (keep) {
-            y->rp = rp; /* the elements lie in the body: both stay alive */
-            y->body = resps[k].body;
+        if (keep || st->hold) {
+            held_t *h = st->hold ? &edges[k] : y;
+            h->rp = rp; /* the elements lie in the body: both stay alive */
+            h->body = resps[k].body;
             resps[k].body = NULL;
             continue;
         }
@@ -389,12 +506,51 @@ out:
     /* A chain's steps were traced from its reply; a failed call is the first step's. */
     if (j == i + 1 || rc != SI_GW_OK) tr->seconds = now_s() - t0;
     if (rc != SI_GW_OK || out) held_free(y);
+    if (rc != SI_GW_OK && st->hold)
+        for (int k = 0; k < K; k++) held_free(&edges[k]);
     for (int k = 0; k < K; k++) {
         free(slices[k]);
         free(gathers[k]);
         si_wire_packed_free(&packed[k]);
         si_httpc_resp_free(&resps[k]);
     }
+    return rc;
+}
+
+/* Runs the resident run of steps [i, j) (plan.h): one call per step, the
+ * bands' edges passed from each step to the next. Arguments as run_step's;
+ * trace: the whole plan's. A function that lost the request's rows (it
+ * restarted, or evicted them) makes the run start again, once, as a new
+ * request: x, its input, is still here. */
+static si_gateway_status_t run_resident(si_gateway_t *gw, si_httpc_t *client, int i, int j,
+                                        const void *x, si_wire_dtype_t xdt, si_wire_layout_t xl,
+                                        held_t *y, float *out, si_gateway_trace_t *trace,
+                                        si_err_t *err) {
+    held_t *e = calloc(2 * SI_PLAN_MAX_BANDS, sizeof *e), *prev = e, *next = e + SI_PLAN_MAX_BANDS;
+    if (!e) {
+        si_err_set(err, "out of memory");
+        return SI_GW_FAILED;
+    }
+    si_gateway_status_t rc = SI_GW_FAILED;
+    int K = gw->steps[i].bands, restarts = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        char id[48];
+        snprintf(id, sizeof id, "%08x-%llu", gw->id_prefix, (unsigned long long)atomic_fetch_add(&gw->seq, 1));
+        int not_held = 0;
+        for (int m = i; m < j; m++) {
+            rc = run_step(gw, client, m, m + 1, x, xdt, xl, y, m == j - 1 ? out : NULL,
+                          &trace->steps[m], id, prev, next, &not_held, err);
+            for (int k = 0; k < K; k++) held_free(&prev[k]);
+            held_t *t = prev;
+            prev = next, next = t;
+            if (rc != SI_GW_OK) break;
+        }
+        for (int k = 0; k < K; k++) held_free(&prev[k]);
+        if (rc == SI_GW_OK || !not_held) break;
+        restarts++;
+    }
+    trace->steps[i].retries += restarts;
+    free(e);
     return rc;
 }
 
@@ -410,10 +566,17 @@ si_gateway_status_t si_gateway_run(si_gateway_t *gw, si_httpc_t *client, const f
     held_t cur = {0}; /* the previous step's output: x, until the next step has sent it */
     si_gateway_status_t rc = SI_GW_OK;
     for (int i = 0, j; i < gw->plan.n_steps && rc == SI_GW_OK; i = j) {
-        j = si_plan_call_end(&gw->plan, i);
-        int last = j == gw->plan.n_steps;
         held_t next;
-        rc = run_step(gw, client, i, j, x, xdt, xl, &next, last ? out : NULL, &trace->steps[i], err);
+        if (si_plan_resident_end(&gw->plan, i) > i + 1) {
+            j = si_plan_resident_end(&gw->plan, i);
+            rc = run_resident(gw, client, i, j, x, xdt, xl, &next, j == gw->plan.n_steps ? out : NULL,
+                              trace, err);
+        } else {
+            j = si_plan_call_end(&gw->plan, i);
+            int not_held = 0;
+            rc = run_step(gw, client, i, j, x, xdt, xl, &next, j == gw->plan.n_steps ? out : NULL,
+                          &trace->steps[i], NULL, NULL, NULL, &not_held, err);
+        }
         trace->n_steps = j;
         held_free(&cur);
         cur = next;

@@ -7,6 +7,12 @@
  * step's output, which feeds the next step. The last step's output is the
  * logits. In a chained plan (plan.h) a run of one-band steps is one call to
  * the run's first function; the functions pass the tensor along themselves.
+ * In a resident run (plan.h) the bands stay on their functions: the gateway
+ * sends the run's input once, then each step only the halo rows each band
+ * lacks, taken from the edge rows the other bands sent back, and stitches
+ * the last step's bands. Each run is a request id of its own; a function that
+ * lost what it held (HTTP 409: restarted, or evicted it) makes the gateway
+ * run it again, once, from its input.
  *
  * The gateway holds the model's structure (a graph whose weights it never
  * touches: a full .sfm is mapped, not read) to know every step's shapes and

@@ -84,7 +84,7 @@ int si_plan_parse(const char *text, size_t len, si_plan_t *p, si_err_t *err) {
     json_object_foreach(root, key, v) {
         if (strcmp(key, "name") && strcmp(key, "model") && strcmp(key, "dtype") &&
             strcmp(key, "timeout_ms") && strcmp(key, "steps") && strcmp(key, "comment") &&
-            strcmp(key, "chain") && strcmp(key, "layout")) {
+            strcmp(key, "chain") && strcmp(key, "layout") && strcmp(key, "resident")) {
             si_err_set(err, "plan: unknown key \"%s\"", key);
             goto out;
         }
@@ -109,6 +109,12 @@ int si_plan_parse(const char *text, size_t len, si_plan_t *p, si_err_t *err) {
         goto out;
     }
     p->chain = chain && json_is_true(chain);
+    json_t *resident = json_object_get(root, "resident");
+    if (resident && !json_is_boolean(resident)) {
+        si_err_set(err, "plan: \"resident\" must be true or false");
+        goto out;
+    }
+    p->resident = resident && json_is_true(resident);
     json_t *steps = json_object_get(root, "steps");
     if (!json_is_array(steps) || json_array_size(steps) == 0 ||
         json_array_size(steps) > SI_PLAN_MAX_STEPS) {
@@ -145,9 +151,10 @@ char *si_plan_dump(const si_plan_t *p) {
         json_array_append_new(steps, json_pack("{s:s, s:i, s:o}", "segment", s->segment, "bands",
                                                s->bands, "functions", f));
     }
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:b, s:o}", "name", p->name, "model",
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:b, s:b, s:o}", "name", p->name, "model",
                           p->model, "dtype", p->dtype, "layout", p->layout, "timeout_ms",
-                          p->timeout_ms, "chain", p->chain, "steps", steps);
+                          p->timeout_ms, "chain", p->chain, "resident", p->resident,
+                          "steps", steps);
     char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(o);
     return s;
@@ -177,6 +184,24 @@ int si_plan_check(const si_plan_t *p, const si_graph_t *g, si_segment_t *segs, s
     if (cut != g->n_cuts - 1)
         return si_err_set(err, "the plan stops at cut #%d; the model ends at #%d", cut,
                           g->n_cuts - 1);
+    for (int i = 0, j; i < p->n_steps; i = j) {
+        j = si_plan_resident_end(p, i);
+        if (j == i + 1) continue;
+        if (strcmp(p->layout, "nhwc"))
+            return si_err_set(err, "steps %d..%d: a resident run sends its rows as NHWC, not %s",
+                              i, j - 1, p->layout);
+        for (int m = i; m < j; m++) {
+            const si_plan_step_t *s = &p->steps[m];
+            if (s->n_functions == 1)
+                return si_err_set(err, "step %d (%s): a resident step needs one function per band, "
+                                  "not one for all %d", m, s->segment, s->bands);
+            for (int k = 0; k < s->n_functions; k++)
+                if (strcmp(s->functions[k], si_plan_function(&p->steps[i], k)))
+                    return si_err_set(err, "step %d (%s) band %d: in a resident run band %d is "
+                                      "one function in every step (%s, as in step %d)", m,
+                                      s->segment, k, k, si_plan_function(&p->steps[i], k), i);
+        }
+    }
     return 0;
 }
 
@@ -189,6 +214,13 @@ int si_plan_call_end(const si_plan_t *p, int i) {
     int j = i + 1;
     if (p->chain && p->steps[i].bands == 1)
         while (j < p->n_steps && p->steps[j].bands == 1) j++;
+    return j;
+}
+
+int si_plan_resident_end(const si_plan_t *p, int i) {
+    int j = i + 1;
+    if (p->resident && p->steps[i].bands > 1)
+        while (j < p->n_steps && p->steps[j].bands == p->steps[i].bands) j++;
     return j;
 }
 

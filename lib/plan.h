@@ -15,6 +15,7 @@
  *                                    (nhwc: as the kernels hold them, no reorders)
  *     "timeout_ms": 10000,           per call to a function
  *     "chain": false,                true: see below
+ *     "resident": false,             true: see below
  *     "steps": [
  *       { "segment": "stem", "bands": 1, "functions": ["http://127.0.0.1:9001"] },
  *       ... ] }
@@ -31,6 +32,18 @@
  * cuts and stitches its bands). The price, on Knative: a function waiting for
  * the rest of the run still counts as busy (a request in flight), so the
  * concurrency autoscaler sees its requests last as long as the whole run.
+ *
+ * "resident": true makes each run of consecutive banded steps with the same
+ * band count a resident run: band k of every step in it is one function
+ * (holding all the run's segments, `stage --steps`), which keeps its band of
+ * each step's output and sends the gateway only the edge rows the other
+ * bands need next (StageRequest.resident). Activations then cross as halos of
+ * a few rows instead of whole tensors, which pays for steps as fine as one
+ * residual block each, whose halo is one row, where a stage-sized step's halo
+ * is as deep as the stage. Such functions hold state between the calls of a
+ * request: each band must be one function (one URL per band; on Knative a
+ * Service per band with one replica, or session affinity), and a function
+ * that restarted mid-request makes the gateway run the request again.
  */
 #ifndef SI_PLAN_H
 #define SI_PLAN_H
@@ -56,6 +69,7 @@ typedef struct si_plan {
     char layout[8]; /* "nhwc" or "nchw" */
     int timeout_ms; /* per function call */
     int chain;      /* runs of one-band steps are chained (see above) */
+    int resident;   /* runs of banded steps are resident (see above) */
     int n_steps;
     si_plan_step_t steps[SI_PLAN_MAX_STEPS];
 } si_plan_t;
@@ -78,8 +92,13 @@ int si_plan_check(const si_plan_t *p, const si_graph_t *g, si_segment_t *segs, s
 const char *si_plan_function(const si_plan_step_t *s, int k);
 
 /* One past the last step of the call that starts at step i: the end of its
- * chained run, or i + 1. */
+ * chained run, or i + 1 (a resident run is one call per step). */
 int si_plan_call_end(const si_plan_t *p, int i);
+
+/* One past the last step of the resident run that starts at step i (plan
+ * resident, step i banded): the steps after it with the same band count.
+ * i + 1 when step i is not resident. */
+int si_plan_resident_end(const si_plan_t *p, int i);
 
 /* The function step i's function passes its output on to (its --next): step
  * i + 1's, when the two are in one chained run; else "". */

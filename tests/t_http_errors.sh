@@ -100,6 +100,43 @@ done
 [ "$ok" = 5 ] && echo "ok   5/5 requests after the restart succeeded" || { echo "FAIL: $ok/5 after restart"; failed=1; }
 up_stop || failed=1
 
+# Resident bands (plan.h "resident"): a call continuing rows its function
+# does not hold (409), resident calls a function cannot take (422), and a
+# band killed during a load run: up restarts it, the gateway runs again the
+# requests it broke (the restarted band answers 409 to their next step), and
+# requests after succeed.
+up_start tests/plans/mobilenet-resident.json "$MB" "$W/up-res.log" || exit 1
+PLANJ=$(sed -n 's/.*files in \([^)]*\)).*/\1/p' "$UP_LOG.out")/plan.json
+BAND0=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['steps'][1]['functions'][0])" "$PLANJ")
+HEADF=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['steps'][-1]['functions'][0])" "$PLANJ")
+still_serving
+"$PY" tests/ref/stage_msg.py "$W/notheld.pb" "#3..#6" 1 16 3 112 0 0 28 --nhwc --id nobody --resident 0,1,0,0
+"$PY" tests/ref/stage_msg.py "$W/noid.pb" "#3..#6" 1 16 60 112 0 0 28 --nhwc --id "" --resident 1,0,0,0
+"$PY" tests/ref/stage_msg.py "$W/edges.pb" "#3..#6" 1 16 60 112 0 0 28 --nhwc --resident 1,0,27,40
+"$PY" tests/ref/stage_msg.py "$W/nosteps.pb" "#32..#35" 1 1280 7 7 --nhwc --resident 1,0,0,0
+expect 409 "resident: rows the function does not hold" "${PB[@]}" --data-binary "@$W/notheld.pb" "$BAND0/v1/stage"
+expect 422 "resident: a call without request_id" "${PB[@]}" --data-binary "@$W/noid.pb" "$BAND0/v1/stage"
+expect 422 "resident: reply rows outside the band" "${PB[@]}" --data-binary "@$W/edges.pb" "$BAND0/v1/stage"
+expect 422 "resident: to a function with no resident steps" "${PB[@]}" --data-binary "@$W/nosteps.pb" "$HEADF/v1/stage"
+still_serving
+victim=$(pgrep -f -- "--name step0-band1" | head -1)
+hey -n 400 -c 4 -m POST -T image/png -D "$PHOTO" "$GW/v1/classify" >"$W/hey-kill-res.txt" 2>&1 &
+HEY=$!
+sleep 1
+kill -9 "$victim" && echo "killed band function pid $victim during the load run"
+wait "$HEY"
+grep -E '^\s+\[[0-9]+\]' "$W/hey-kill-res.txt" | sed 's/^/    /'
+for _ in $(seq 1 100); do grep -q 'restarting' "$W/up-res.log" && break; sleep 0.1; done
+grep -q 'restarting' "$W/up-res.log" && echo "ok   up restarted it" || { echo "FAIL: no restart logged"; failed=1; }
+sleep 2
+ok=0
+for _ in 1 2 3 4 5; do
+    code=$(curl -s -m 30 -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "$GW/v1/classify")
+    [ "$code" = 200 ] && ok=$((ok + 1))
+done
+[ "$ok" = 5 ] && echo "ok   5/5 requests after the restart succeeded" || { echo "FAIL: $ok/5 after restart"; failed=1; }
+up_stop || failed=1
+
 # A gateway whose function is down: 503 with a JSON error, quickly.
 port=$("$PY" -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
 cat >"$W/down.json" <<JSON

@@ -23,7 +23,7 @@ WARM=${LOAD_WARM:-300}
 failed=0
 rss() { for p in "$@"; do awk '/VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0; done; }
 /usr/bin/python3 -c "import json; d=json.load(open('tests/plans/mobilenet-pipeline.json')); d['chain']=True; d['name']='mobilenet-chain'; json.dump(d, open('$W/mobilenet-chain.json','w'))"
-for plan in mobilenet-pipeline mobilenet-chain mobilenet-parallel; do
+for plan in mobilenet-pipeline mobilenet-chain mobilenet-parallel mobilenet-resident; do
     pf=tests/plans/$plan.json
     [ -f "$pf" ] || pf=$W/$plan.json
     up_start "$pf" "$MB" "$W/up-$plan.log" || { failed=1; continue; }

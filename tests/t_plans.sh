@@ -40,7 +40,7 @@ EOF
 # Activations as NCHW on the wire (the default is NHWC): the gateway cuts and
 # stitches bands of the other layout, and each function reorders at its ends.
 "$PY" -c "import json; d=json.load(open('plans/parallel.json')); d['layout']='nchw'; d['name']='parallel-nchw'; json.dump(d, open('$W/parallel-nchw.json','w'))"
-for plan in baseline pipeline blocks parallel pipeline-chain blocks-chain mixed-chain parallel-nchw; do
+for plan in baseline pipeline blocks parallel parallel-resident pipeline-chain blocks-chain mixed-chain parallel-nchw; do
     pf=plans/$plan.json
     [ -f "$pf" ] || pf=$W/$plan.json
     up_start "$pf" "$R50" "$W/up-$plan.log" || { failed=1; continue; }
@@ -90,7 +90,7 @@ up_stop || failed=1
 
 # MobileNetV2: top-1 over the 100 photos, served vs in process.
 "$BIN" classify -m "$MB" -k 1 --json "$PHOTOS"/*.png >"$W/mb.local.jsonl" || exit 1
-for plan in mobilenet-baseline mobilenet-pipeline mobilenet-parallel; do
+for plan in mobilenet-baseline mobilenet-pipeline mobilenet-parallel mobilenet-resident; do
     up_start tests/plans/$plan.json "$MB" "$W/up-$plan.log" || { failed=1; continue; }
     : >"$W/mb.$plan.jsonl"
     for p in "$PHOTOS"/*.png; do
