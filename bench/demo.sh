@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 PY=/usr/bin/python3
 W=build/demo
 PHOTOS=../shared/testdata/imagenet-sample
-PLANS=${PLANS:-baseline pipeline pipeline-chain blocks parallel}
+PLANS=${PLANS:-baseline pipeline pipeline-chain blocks parallel parallel-resident}
 mkdir -p "$W"
 
 if [ -f models/resnet50.onnx ]; then

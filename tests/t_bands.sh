@@ -69,4 +69,27 @@ if [ "$ptotal" != 1.00 ] || [ "$ppath" != 1.000 ]; then echo "FAIL: pipeline wor
 if ! awk -v t="$btotal" -v p="$bpath" 'BEGIN { exit !(t > 1.0 && p > 0.5 && p < 1.0) }'; then
     echo "FAIL: parallel work ${btotal}x / critical path $bpath"; failed=1
 fi
+# Resident bands in steps of a block or two: less halo work than a band per
+# stage, and a shorter critical path.
+read -r rtotal rpath <<<"$(work parallel-resident)"
+echo "plan check work: parallel-resident ${rtotal}x, critical path $rpath"
+if ! awk -v t="$rtotal" -v p="$rpath" -v bt="$btotal" -v bp="$bpath" 'BEGIN { exit !(t > 1.0 && t < bt && p > 0.5 && p < bp) }'; then
+    echo "FAIL: parallel-resident work ${rtotal}x / critical path $rpath, want below parallel's"; failed=1
+fi
+# What a resident run cannot be: rows as NCHW, or one function for all bands.
+PY=/usr/bin/python3
+"$PY" -c "import json; d=json.load(open('plans/parallel-resident.json')); d['layout']='nchw'; json.dump(d, open('$W/res-nchw.json','w'))"
+"$PY" -c "import json; d=json.load(open('plans/parallel-resident.json'))
+for s in d['steps']: s['functions'] = ['http://127.0.0.1:9']
+json.dump(d, open('$W/res-one.json','w'))"
+for c in "res-nchw NHWC" "res-one one function per band"; do
+    read -r f want <<<"$c"
+    if "$BIN" plan check "$W/$f.json" -m "$M" >"$W/$f.out" 2>&1; then
+        echo "FAIL: plan check accepted $f.json"; failed=1
+    elif ! grep -q "$want" "$W/$f.out"; then
+        echo "FAIL: plan check $f.json: unclear message: $(cat "$W/$f.out")"; failed=1
+    else
+        echo "plan check refuses $f.json: $(tail -1 "$W/$f.out")"
+    fi
+done
 exit $failed
