@@ -37,6 +37,7 @@ typedef struct stage_srv {
     serve_metrics_t m;
     si_metric_t *phase;   /* splitinfer_stage_phase_seconds{function,phase} */
     si_metric_t *errors;  /* splitinfer_stage_errors_total{function,kind} */
+    si_metric_t *held[2]; /* splitinfer_stage_held_{bands,bytes}{function}: resident steps only */
     char next_url[512];        /* --next + "/v1/stage", "" when none */
     pthread_key_t client_key;  /* per worker thread: its si_h2oc_t to next_url */
 } stage_srv_t;
@@ -102,6 +103,12 @@ static int on_stage(si_http_req_t *req, si_http_resp_t *resp, void *ud) {
     si_err_t err = {{0}};
     si_stage_status_t st = si_stage_call(s->stage, req->body, req->body_len, reply, &err);
     const char *fn = s->m.function;
+    if (s->held[0]) { /* what resident requests left here, after this call */
+        size_t bytes = 0;
+        int n = si_stage_held(s->stage, &bytes);
+        si_metrics_set(s->held[0], &fn, n, NULL);
+        si_metrics_set(s->held[1], &fn, (double)bytes, NULL);
+    }
     if (st != SI_STAGE_OK) {
         static const char *kinds[] = {"ok", "bad_message", "bad_shape", "failed", "not_held"};
         const char *lv[] = {fn, kinds[st]};
@@ -217,6 +224,15 @@ int si_cmd_stage(int argc, char **argv) {
                                          "encode.", 2, fp, NULL, 0, &err)) ||
         !(s.errors = si_metrics_counter(s.m.reg, "splitinfer_stage_errors_total",
                                         "Stage calls refused, by kind.", 2, fk, &err))) {
+        cli_fail("%s", err.msg);
+        goto out;
+    }
+    static const char *const ff[] = {"function"};
+    if (o.steps && (!(s.held[0] = si_metrics_gauge(s.m.reg, "splitinfer_stage_held_bands",
+                                                  "Output bands held for resident requests' next "
+                                                  "calls (stage.h).", 1, ff, &err)) ||
+                    !(s.held[1] = si_metrics_gauge(s.m.reg, "splitinfer_stage_held_bytes",
+                                                  "Bytes of the bands held.", 1, ff, &err)))) {
         cli_fail("%s", err.msg);
         goto out;
     }

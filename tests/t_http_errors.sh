@@ -119,6 +119,15 @@ expect 422 "resident: a call without request_id" "${PB[@]}" --data-binary "@$W/n
 expect 422 "resident: reply rows outside the band" "${PB[@]}" --data-binary "@$W/edges.pb" "$BAND0/v1/stage"
 expect 422 "resident: to a function with no resident steps" "${PB[@]}" --data-binary "@$W/nosteps.pb" "$HEADF/v1/stage"
 still_serving
+# What a band holds shows in its /metrics: nothing once requests are done (their
+# last step drops it), one band after a call that holds and is never ended.
+held() { curl -s "$BAND0/metrics" | awk '/^splitinfer_stage_held_bands/ {print $2}'; }
+[ "$(held)" = 0 ] && echo "ok   band 0 holds 0 bands after finished requests" || { echo "FAIL: band 0 holds $(held) bands after finished requests"; failed=1; }
+"$PY" tests/ref/stage_msg.py "$W/probe.pb" "#3..#6" 1 16 1 112 0 0 28 --nhwc --id probe --resident 1,0,0,0
+rows=$(curl -s "${PB[@]}" --data-binary "@$W/probe.pb" "$BAND0/v1/stage" | sed -n 's/.*need input rows \[0, \([0-9]*\)).*/\1/p')
+"$PY" tests/ref/stage_msg.py "$W/probe.pb" "#3..#6" 1 16 "${rows:-1}" 112 0 0 28 --nhwc --id probe --resident 1,0,27,28
+expect 200 "resident: a call that holds band 0 ($rows input rows) and replies with its last row" "${PB[@]}" --data-binary "@$W/probe.pb" "$BAND0/v1/stage"
+[ "$(held)" = 1 ] && echo "ok   band 0 holds 1 band" || { echo "FAIL: band 0 holds $(held) bands, want 1"; failed=1; }
 victim=$(pgrep -f -- "--name step0-band1" | head -1)
 hey -n 400 -c 4 -m POST -T image/png -D "$PHOTO" "$GW/v1/classify" >"$W/hey-kill-res.txt" 2>&1 &
 HEY=$!
