@@ -95,7 +95,9 @@ typedef struct image {
 typedef struct fn {
     char name[48];  /* "step2-band0", "gateway" */
     int step, band; /* step -1: the gateway */
-    char segment[SI_MAX_NAME];
+    int step_end;   /* one past its last step: step + 1, or a resident run's end (plan.h) */
+    char segment[SI_MAX_NAME]; /* a resident run's: "#first..#last" cut */
+    char steps[LAUNCH_ARG_LEN]; /* a resident run's steps, for --steps; "" for none */
     int port;                  /* on 127.0.0.1: the process's own, or the container's published */
     char container[64];        /* podman */
     char ip[48];               /* podman: its address on the network, "" if by name */
@@ -395,7 +397,8 @@ static int fn_log_path(const bench_t *b, const run_sum_t *r, int trial, const ch
 static void stage_args(launch_proc_t *p, const fn_t *f, const si_plan_t *plan, int warmup_runs) {
     const si_plan_step_t *ps = &plan->steps[f->step];
     launch_arg(p, "stage");
-    launch_arg(p, "--segment"), launch_arg(p, ps->segment);
+    launch_arg(p, "--segment"), launch_arg(p, f->segment);
+    if (f->steps[0]) launch_arg(p, "--steps"), launch_arg(p, f->steps);
     launch_arg(p, "--threads"), launch_arg(p, "1");
     launch_arg(p, "--name"), launch_arg(p, f->name);
     if (ps->bands > 1) {
@@ -430,21 +433,48 @@ static void podman_run_args(const bench_t *b, launch_proc_t *p, const fn_t *f) {
     launch_arg(p, "--log-opt"), launch_arg(p, v);
 }
 
+/* What the functions of steps [i, j) serve: step i's segment, or for a
+ * resident run (j > i + 1) the cut range of all its steps and their names
+ * (--steps). -1 after printing when the names do not fit an argument. */
+static int resident_run(const bench_t *b, const si_plan_t *plan, int i, int j, char *segment,
+                        size_t seglen, char *steps, size_t stepslen) {
+    snprintf(segment, seglen, "%s", plan->steps[i].segment);
+    steps[0] = 0;
+    if (j == i + 1) return 0;
+    si_segment_t first, last;
+    si_err_t err = {{0}};
+    if (si_graph_segment(b->g, plan->steps[i].segment, &first, &err) < 0 ||
+        si_graph_segment(b->g, plan->steps[j - 1].segment, &last, &err) < 0)
+        return cli_fail("steps %d..%d: %s", i, j - 1, err.msg), -1;
+    snprintf(segment, seglen, "#%d..#%d", first.cut_begin, last.cut_end);
+    size_t n = 0;
+    for (int m = i; m < j; m++) {
+        int w = snprintf(steps + n, stepslen - n, "%s%s", m > i ? "," : "", plan->steps[m].segment);
+        if (w < 0 || (size_t)w >= stepslen - n)
+            return cli_fail("steps %d..%d: their names are too long for --steps", i, j - 1), -1;
+        n += (size_t)w;
+    }
+    return 0;
+}
+
 /* Starts every function of the plan and the gateway at once. The plan's URLs
  * are filled in first (ports are picked before anything starts). */
 static int deploy_start(bench_t *b, deploy_t *d, const run_sum_t *r, int trial,
                         const char *stepdir) {
     const si_plan_t *plan = &d->plan;
     d->n = 0;
-    for (int i = 0; i < plan->n_steps; i++) {
+    for (int i = 0, j; i < plan->n_steps; i = j) {
         const si_plan_step_t *ps = &plan->steps[i];
+        j = si_plan_resident_end(plan, i); /* a resident run: K functions for all its steps */
         for (int k = 0; k < ps->bands; k++) {
             if (d->n == BP_MAX_FNS)
                 return cli_fail("plan %s has over %d functions", r->plan, BP_MAX_FNS);
             fn_t *f = &d->fns[d->n++];
             memset(f, 0, sizeof *f);
-            f->step = i, f->band = k;
-            snprintf(f->segment, sizeof f->segment, "%s", ps->segment);
+            f->step = i, f->band = k, f->step_end = j;
+            if (resident_run(b, plan, i, j, f->segment, sizeof f->segment, f->steps,
+                             sizeof f->steps) < 0)
+                return 1;
             snprintf(f->name, sizeof f->name, "step%d-band%d", i, k);
         }
     }
@@ -484,6 +514,10 @@ static int deploy_start(bench_t *b, deploy_t *d, const run_sum_t *r, int trial,
                 snprintf(ps->functions[f->band], SI_PLAN_MAX_URL, "http://%s:8080", host);
             else
                 snprintf(ps->functions[f->band], SI_PLAN_MAX_URL, "http://127.0.0.1:%d", f->port);
+            for (int m = f->step + 1; m < f->step_end; m++) { /* the rest of a resident run */
+                d->plan.steps[m].n_functions = ps->bands;
+                memcpy(d->plan.steps[m].functions[f->band], ps->functions[f->band], SI_PLAN_MAX_URL);
+            }
         }
     }
     d->plan.timeout_ms = BP_PLAN_TIMEOUT_MS;
@@ -815,10 +849,10 @@ static int warm(bench_t *b, deploy_t *d, run_sum_t *r, json_t *run, double quota
         net[ok] = json_number_value(json_object_get(s, "network_ms"));
         bytes[ok] = (double)json_integer_value(json_object_get(s, "bytes"));
         json_t *steps = json_object_get(s, "steps");
-        for (int f = 0; f < d->n; f++)
-            d->fns[f].busy_s += json_number_value(json_object_get(
-                                    json_array_get(steps, (size_t)d->fns[f].step), "ms")) /
-                                1e3;
+        for (int f = 0; f < d->n; f++) /* a resident function: every step of its run */
+            for (int m = d->fns[f].step; m < d->fns[f].step_end; m++)
+                d->fns[f].busy_s +=
+                    json_number_value(json_object_get(json_array_get(steps, (size_t)m), "ms")) / 1e3;
         ok++;
         json_array_append_new(samples, s);
     }
@@ -1012,11 +1046,6 @@ static int run_plan(bench_t *b, const char *runtime, const char *plan_arg, run_s
         cli_fail("%s: %s", path, err.msg);
         goto out;
     }
-    if (d->plan.resident) { /* its functions hold several steps: not laid out per step here */
-        cli_fail("%s: resident plans run under `splitinfer up` (make bench-plans), not bench --plans yet",
-                 path);
-        goto out;
-    }
     snprintf(r->runtime, sizeof r->runtime, "%s", runtime);
     snprintf(r->plan, sizeof r->plan, "%s", d->plan.name);
     r->paper = paper_col(d->plan.name);
@@ -1037,10 +1066,18 @@ static int run_plan(bench_t *b, const char *runtime, const char *plan_arg, run_s
             goto out;
         }
         progress(b, r, "prepare", 0, d->plan.n_steps);
-        for (int i = 0; i < d->plan.n_steps; i++) {
-            char f[PATH_MAX + 32];
+        for (int i = 0, j; i < d->plan.n_steps; i = j) {
+            char f[PATH_MAX + 32], seg[SI_MAX_NAME], steps[LAUNCH_ARG_LEN];
+            j = si_plan_resident_end(&d->plan, i); /* a resident run's one file: all its steps */
+            si_segment_t u = segs[i];
+            if (j > i + 1 && resident_run(b, &d->plan, i, j, seg, sizeof seg, steps, sizeof steps) < 0)
+                goto out;
+            if (j > i + 1 && si_graph_segment(b->g, seg, &u, &err) < 0) {
+                cli_fail("steps %d..%d: %s", i, j - 1, err.msg);
+                goto out;
+            }
             snprintf(f, sizeof f, "%s/step%d.sfm", stepdir, i);
-            if (launch_write_step(b->g, &segs[i], f, &err) < 0) {
+            if (launch_write_step(b->g, &u, f, &err) < 0) {
                 cli_fail("step %d (%s): %s", i, d->plan.steps[i].segment, err.msg);
                 goto out;
             }
@@ -1482,6 +1519,12 @@ static int podman_setup(bench_t *b, char **plans, int n_plans) {
         if (!p || find_plan(plans[i], path, sizeof path) < 0 || si_plan_load(path, p, NULL) < 0) {
             free(p);
             continue; /* reported by run_plan */
+        }
+        if (p->resident) { /* no image holds a resident run's steps (k8s/images.sh) */
+            free(p);
+            return cli_fail("--runtime podman: %s is a resident plan, whose functions hold several "
+                            "steps, which make images does not lay out yet: run it with --runtime "
+                            "process", plans[i]);
         }
         int miss = 0;
         for (int s = 0; s <= p->n_steps; s++) {

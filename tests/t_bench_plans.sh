@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # splitinfer bench --plans, end to end on the process runtime with the trained
-# MobileNetV2 of ../shared (small: the whole run takes seconds) through three
-# plans: every field of results.json is present and sane (cold start above the
+# MobileNetV2 of ../shared (small: the whole run takes seconds) through four
+# plans (baseline, pipeline, parallel, resident bands): every field of results.json is present and sane (cold start above the
 # warm inference time, memory above 0, CPU utilization in (0, 100], the largest
 # pipeline function smaller than the baseline's one function, bytes and
 # network time growing with the hops), table.md is what went to stdout, and
@@ -21,7 +21,7 @@ mkdir -p "$W"
 failed=0
 
 t0=$(date +%s)
-if ! "$BIN" bench --plans tests/plans/mobilenet-baseline.json,tests/plans/mobilenet-pipeline.json,tests/plans/mobilenet-parallel.json \
+if ! "$BIN" bench --plans tests/plans/mobilenet-baseline.json,tests/plans/mobilenet-pipeline.json,tests/plans/mobilenet-parallel.json,tests/plans/mobilenet-resident.json \
     -m "$MB" --images "$PHOTOS" -n 4 --cold 1 --concurrency 1,2 --seconds 1 --out "$W/out" \
     >"$W/stdout" 2>"$W/stderr"; then
     echo "FAIL: bench --plans exited non-zero"; tail -20 "$W/stderr"; exit 1
@@ -54,12 +54,15 @@ check(d["paper_table1"]["Baseline"]["inference_ms"] == 379 and
       d["paper_table1"]["Advanced"]["network_ms"] == 223, "paper's Table 1")
 check(d["host"]["cpus"] >= 1, "host cpus")
 runs = {r["plan"]: r for r in d["runs"]}
-check(sorted(runs) == ["mobilenet-baseline", "mobilenet-parallel", "mobilenet-pipeline"],
-      f"plans {sorted(runs)}")
-n_fns = {"mobilenet-baseline": 1, "mobilenet-pipeline": 5, "mobilenet-parallel": 11}
-n_steps = {"mobilenet-baseline": 1, "mobilenet-pipeline": 5, "mobilenet-parallel": 6}
+check(sorted(runs) == ["mobilenet-baseline", "mobilenet-parallel", "mobilenet-pipeline",
+                      "mobilenet-resident"], f"plans {sorted(runs)}")
+# A resident plan: two band functions serve all its 9 banded steps, plus the head.
+n_fns = {"mobilenet-baseline": 1, "mobilenet-pipeline": 5, "mobilenet-parallel": 11,
+         "mobilenet-resident": 3}
+n_steps = {"mobilenet-baseline": 1, "mobilenet-pipeline": 5, "mobilenet-parallel": 6,
+           "mobilenet-resident": 10}
 cols = {"mobilenet-baseline": "Baseline", "mobilenet-pipeline": "Preliminary",
-        "mobilenet-parallel": "Advanced"}
+        "mobilenet-parallel": "Advanced", "mobilenet-resident": None}
 
 for name, r in runs.items():
     p = lambda m: f"{name}: {m}"
@@ -150,6 +153,10 @@ check(pl["memory_mb"]["max"] < b["memory_mb"]["max"],
       f"largest pipeline function ({pl['memory_mb']['max']:.1f} MB) not smaller than the baseline's ({b['memory_mb']['max']:.1f} MB)")
 check(pl["bytes_per_image"] > b["bytes_per_image"] and par["bytes_per_image"] > b["bytes_per_image"], "more hops move more bytes")
 check(pl["network_ms"]["mean"] > 0 and b["network_ms"]["mean"] > 0, "network time measured")
+res = runs["mobilenet-resident"]["summary"]
+check(b["bytes_per_image"] < res["bytes_per_image"] < par["bytes_per_image"],
+      f"resident bands move halos only: {res['bytes_per_image']} bytes per image, between the "
+      f"baseline's {b['bytes_per_image']} and parallel's {par['bytes_per_image']}")
 
 # table.md is stdout; it names every plan beside the paper's figures
 table = open(os.path.join(out, "table.md")).read()
@@ -167,7 +174,7 @@ for f in ("metrics.svg", "latency.svg", "throughput.svg"):
     if f == "metrics.svg":
         check(tags.count("rect") >= 6 * 4, f"{f}: bars")
     else:
-        check(tags.count("polyline") == 3, f"{f}: {tags.count('polyline')} lines, want 3")
+        check(tags.count("polyline") == len(runs), f"{f}: {tags.count('polyline')} lines, want {len(runs)}")
 
 for m in bad:
     print("FAIL:", m)
