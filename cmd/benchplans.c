@@ -433,30 +433,6 @@ static void podman_run_args(const bench_t *b, launch_proc_t *p, const fn_t *f) {
     launch_arg(p, "--log-opt"), launch_arg(p, v);
 }
 
-/* What the functions of steps [i, j) serve: step i's segment, or for a
- * resident run (j > i + 1) the cut range of all its steps and their names
- * (--steps). -1 after printing when the names do not fit an argument. */
-static int resident_run(const bench_t *b, const si_plan_t *plan, int i, int j, char *segment,
-                        size_t seglen, char *steps, size_t stepslen) {
-    snprintf(segment, seglen, "%s", plan->steps[i].segment);
-    steps[0] = 0;
-    if (j == i + 1) return 0;
-    si_segment_t first, last;
-    si_err_t err = {{0}};
-    if (si_graph_segment(b->g, plan->steps[i].segment, &first, &err) < 0 ||
-        si_graph_segment(b->g, plan->steps[j - 1].segment, &last, &err) < 0)
-        return cli_fail("steps %d..%d: %s", i, j - 1, err.msg), -1;
-    snprintf(segment, seglen, "#%d..#%d", first.cut_begin, last.cut_end);
-    size_t n = 0;
-    for (int m = i; m < j; m++) {
-        int w = snprintf(steps + n, stepslen - n, "%s%s", m > i ? "," : "", plan->steps[m].segment);
-        if (w < 0 || (size_t)w >= stepslen - n)
-            return cli_fail("steps %d..%d: their names are too long for --steps", i, j - 1), -1;
-        n += (size_t)w;
-    }
-    return 0;
-}
-
 /* Starts every function of the plan and the gateway at once. The plan's URLs
  * are filled in first (ports are picked before anything starts). */
 static int deploy_start(bench_t *b, deploy_t *d, const run_sum_t *r, int trial,
@@ -472,9 +448,10 @@ static int deploy_start(bench_t *b, deploy_t *d, const run_sum_t *r, int trial,
             fn_t *f = &d->fns[d->n++];
             memset(f, 0, sizeof *f);
             f->step = i, f->band = k, f->step_end = j;
-            if (resident_run(b, plan, i, j, f->segment, sizeof f->segment, f->steps,
-                             sizeof f->steps) < 0)
-                return 1;
+            si_segment_t seg;
+            si_err_t err = {{0}};
+            if (launch_run_segment(b->g, plan, i, j, &seg, f->segment, f->steps, &err) < 0)
+                return cli_fail("step %d (%s): %s", i, ps->segment, err.msg);
             snprintf(f->name, sizeof f->name, "step%d-band%d", i, k);
         }
     }
@@ -1069,11 +1046,9 @@ static int run_plan(bench_t *b, const char *runtime, const char *plan_arg, run_s
         for (int i = 0, j; i < d->plan.n_steps; i = j) {
             char f[PATH_MAX + 32], seg[SI_MAX_NAME], steps[LAUNCH_ARG_LEN];
             j = si_plan_resident_end(&d->plan, i); /* a resident run's one file: all its steps */
-            si_segment_t u = segs[i];
-            if (j > i + 1 && resident_run(b, &d->plan, i, j, seg, sizeof seg, steps, sizeof steps) < 0)
-                goto out;
-            if (j > i + 1 && si_graph_segment(b->g, seg, &u, &err) < 0) {
-                cli_fail("steps %d..%d: %s", i, j - 1, err.msg);
+            si_segment_t u;
+            if (launch_run_segment(b->g, &d->plan, i, j, &u, seg, steps, &err) < 0) {
+                cli_fail("step %d (%s): %s", i, d->plan.steps[i].segment, err.msg);
                 goto out;
             }
             snprintf(f, sizeof f, "%s/step%d.sfm", stepdir, i);

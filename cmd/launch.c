@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -123,4 +124,26 @@ out:
     free(layouts), free(saved);
     si_engine_free(e);
     return rc;
+}
+
+int launch_run_segment(const si_graph_t *g, const si_plan_t *plan, int i, int j, si_segment_t *seg,
+                       char segment[SI_MAX_NAME], char steps[LAUNCH_ARG_LEN], si_err_t *err) {
+    si_segment_t first, last;
+    steps[0] = 0;
+    snprintf(segment, SI_MAX_NAME, "%s", plan->steps[i].segment);
+    if (si_graph_segment(g, segment, seg, err) < 0) return -1;
+    if (j == i + 1) return 0;
+    if (si_graph_segment(g, plan->steps[j - 1].segment, &last, err) < 0) return -1;
+    first = *seg;
+    snprintf(segment, SI_MAX_NAME, "#%d..#%d", first.cut_begin, last.cut_end);
+    if (si_graph_segment(g, segment, seg, err) < 0) return -1;
+    size_t n = 0;
+    for (int m = i; m < j; m++) {
+        int w = snprintf(steps + n, LAUNCH_ARG_LEN - n, "%s%s", m > i ? "," : "", plan->steps[m].segment);
+        if (w < 0 || (size_t)w >= LAUNCH_ARG_LEN - n)
+            return si_err_set(err, "steps %d..%d: their names are longer than --steps takes (%d bytes)",
+                              i, j - 1, LAUNCH_ARG_LEN - 1);
+        n += (size_t)w;
+    }
+    return 0;
 }

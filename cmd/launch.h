@@ -63,4 +63,12 @@ void launch_stop_all(launch_proc_t *procs, int n);
  * CPU (what a stage image carries), so a function maps only its weights. */
 int launch_write_step(si_graph_t *g, const si_segment_t *seg, const char *path, si_err_t *err);
 
+/* What the functions of steps [i, j) of plan serve (j = si_plan_resident_end
+ * or i + 1): step i's segment, or for a resident run (j > i + 1) the cut
+ * range of all its steps, "#first..#last", in *seg and segment, and their
+ * names for `stage --steps` in steps ("" for none). -1 with err set when a
+ * segment does not resolve or the names do not fit one argument. */
+int launch_run_segment(const si_graph_t *g, const si_plan_t *plan, int i, int j, si_segment_t *seg,
+                       char segment[SI_MAX_NAME], char steps[LAUNCH_ARG_LEN], si_err_t *err);
+
 #endif

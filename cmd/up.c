@@ -102,23 +102,11 @@ int si_cmd_up(int argc, char **argv) {
         si_plan_step_t *ps = &plan->steps[i];
         /* A resident run's functions hold every step of it: segment
          * "#first..#last" cut, and the steps named by --steps. */
-        si_segment_t seg = segs[i];
-        char segment[SI_MAX_NAME], steps[4096] = "";
-        snprintf(segment, sizeof segment, "%s", ps->segment);
-        if (j > i + 1) {
-            snprintf(segment, sizeof segment, "#%d..#%d", segs[i].cut_begin, segs[j - 1].cut_end);
-            if (si_graph_segment(g, segment, &seg, &err) < 0) {
-                cli_fail("steps %d..%d: %s", i, j - 1, err.msg);
-                goto out;
-            }
-            for (int r = i, n = 0; r < j; r++)
-                n += snprintf(steps + n, sizeof steps - (size_t)n, "%s%s", r > i ? "," : "",
-                              plan->steps[r].segment);
-            if (strlen(steps) >= LAUNCH_ARG_LEN) {
-                cli_fail("steps %d..%d: their names, %zu bytes, are too long for --steps (%d)",
-                         i, j - 1, strlen(steps), LAUNCH_ARG_LEN - 1);
-                goto out;
-            }
+        si_segment_t seg;
+        char segment[SI_MAX_NAME], steps[LAUNCH_ARG_LEN];
+        if (launch_run_segment(g, plan, i, j, &seg, segment, steps, &err) < 0) {
+            cli_fail("step %d (%s): %s", i, ps->segment, err.msg);
+            goto out;
         }
         snprintf(path, sizeof path, "%s/step%d.sfm", dir, i);
         if (launch_write_step(g, &seg, path, &err) < 0) {
