@@ -38,6 +38,26 @@ expect() {
 still_serving() {
     expect 200 "  still serving" -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "$GW/v1/classify"
 }
+# kill_under_load PID UP_LOG NAME: kill -9 PID (a function of the up logging to
+# UP_LOG) during a hey run against $GW; up must restart it, and the 5 requests
+# after that must all succeed.
+kill_under_load() {
+    local victim=$1 log=$2 name=$3 ok=0 code
+    hey -n 400 -c 4 -m POST -T image/png -D "$PHOTO" "$GW/v1/classify" >"$W/hey-$name.txt" 2>&1 &
+    local hey_pid=$!
+    sleep 1
+    kill -9 "$victim" && echo "killed function pid $victim during the load run"
+    wait "$hey_pid"
+    grep -E '^\s+\[[0-9]+\]' "$W/hey-$name.txt" | sed 's/^/    /'
+    for _ in $(seq 1 100); do grep -q 'restarting' "$log" && break; sleep 0.1; done
+    grep -q 'restarting' "$log" && echo "ok   up restarted it: $(grep restarting "$log" | tail -1)" || { echo "FAIL: no restart logged"; failed=1; }
+    sleep 2
+    for _ in 1 2 3 4 5; do
+        code=$(curl -s -m 30 -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "$GW/v1/classify")
+        [ "$code" = 200 ] && ok=$((ok + 1))
+    done
+    [ "$ok" = 5 ] && echo "ok   5/5 requests after the restart succeeded" || { echo "FAIL: $ok/5 after restart"; failed=1; }
+}
 
 up_start tests/plans/mobilenet-pipeline.json "$MB" "$W/up.log" || exit 1
 STAGE=$(sed -n 's/.*"functions": \[ *"\([^"]*\)".*/\1/p' "$(sed -n 's/.*files in \([^)]*\)).*/\1/p' "$UP_LOG.out")/plan.json" | head -1)
@@ -82,22 +102,7 @@ expect 404 "stage: unknown route" "$STAGE/v1/other"
 expect 200 "stage: still serving" "${PB[@]}" --data-binary "@$W/ok.pb" "$STAGE/v1/stage"
 
 # A function killed during a load run: up restarts it, requests after succeed.
-victim=$(pgrep -f "step2.sfm" | head -1)
-hey -n 400 -c 4 -m POST -T image/png -D "$PHOTO" "$GW/v1/classify" >"$W/hey-kill.txt" 2>&1 &
-HEY=$!
-sleep 1
-kill -9 "$victim" && echo "killed function pid $victim during the load run"
-wait "$HEY"
-grep -E '^\s+\[[0-9]+\]' "$W/hey-kill.txt" | sed 's/^/    /'
-for _ in $(seq 1 100); do grep -q 'restarting' "$W/up.log" && break; sleep 0.1; done
-grep -q 'restarting' "$W/up.log" && echo "ok   up restarted it: $(grep restarting "$W/up.log" | tail -1)" || { echo "FAIL: no restart logged"; failed=1; }
-sleep 2
-ok=0
-for _ in 1 2 3 4 5; do
-    code=$(curl -s -m 30 -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "$GW/v1/classify")
-    [ "$code" = 200 ] && ok=$((ok + 1))
-done
-[ "$ok" = 5 ] && echo "ok   5/5 requests after the restart succeeded" || { echo "FAIL: $ok/5 after restart"; failed=1; }
+kill_under_load "$(pgrep -f "step2.sfm" | head -1)" "$W/up.log" kill
 up_stop || failed=1
 
 # Resident bands (plan.h "resident"): a call continuing rows its function
@@ -128,22 +133,7 @@ rows=$(curl -s "${PB[@]}" --data-binary "@$W/probe.pb" "$BAND0/v1/stage" | sed -
 "$PY" tests/ref/stage_msg.py "$W/probe.pb" "#3..#6" 1 16 "${rows:-1}" 112 0 0 28 --nhwc --id probe --resident 1,0,27,28
 expect 200 "resident: a call that holds band 0 ($rows input rows) and replies with its last row" "${PB[@]}" --data-binary "@$W/probe.pb" "$BAND0/v1/stage"
 [ "$(held)" = 1 ] && echo "ok   band 0 holds 1 band" || { echo "FAIL: band 0 holds $(held) bands, want 1"; failed=1; }
-victim=$(pgrep -f -- "--name step0-band1" | head -1)
-hey -n 400 -c 4 -m POST -T image/png -D "$PHOTO" "$GW/v1/classify" >"$W/hey-kill-res.txt" 2>&1 &
-HEY=$!
-sleep 1
-kill -9 "$victim" && echo "killed band function pid $victim during the load run"
-wait "$HEY"
-grep -E '^\s+\[[0-9]+\]' "$W/hey-kill-res.txt" | sed 's/^/    /'
-for _ in $(seq 1 100); do grep -q 'restarting' "$W/up-res.log" && break; sleep 0.1; done
-grep -q 'restarting' "$W/up-res.log" && echo "ok   up restarted it" || { echo "FAIL: no restart logged"; failed=1; }
-sleep 2
-ok=0
-for _ in 1 2 3 4 5; do
-    code=$(curl -s -m 30 -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "$GW/v1/classify")
-    [ "$code" = 200 ] && ok=$((ok + 1))
-done
-[ "$ok" = 5 ] && echo "ok   5/5 requests after the restart succeeded" || { echo "FAIL: $ok/5 after restart"; failed=1; }
+kill_under_load "$(pgrep -f -- "--name step0-band1" | head -1)" "$W/up-res.log" kill-res
 up_stop || failed=1
 
 # A gateway whose function is down: 503 with a JSON error, quickly.
