@@ -526,13 +526,13 @@ static si_gateway_status_t run_resident(si_gateway_t *gw, si_httpc_t *client, in
                                         const void *x, si_wire_dtype_t xdt, si_wire_layout_t xl,
                                         held_t *y, float *out, si_gateway_trace_t *trace,
                                         si_err_t *err) {
-    held_t *e = calloc(2 * SI_PLAN_MAX_BANDS, sizeof *e), *prev = e, *next = e + SI_PLAN_MAX_BANDS;
+    int K = gw->steps[i].bands, restarts = 0;
+    held_t *e = calloc(2 * (size_t)K, sizeof *e), *prev = e, *next = e + K; /* per request: K, not the most */
     if (!e) {
         si_err_set(err, "out of memory");
         return SI_GW_FAILED;
     }
     si_gateway_status_t rc = SI_GW_FAILED;
-    int K = gw->steps[i].bands, restarts = 0;
     for (int attempt = 0; attempt < 2; attempt++) {
         char id[48];
         snprintf(id, sizeof id, "%08x-%llu", gw->id_prefix, (unsigned long long)atomic_fetch_add(&gw->seq, 1));

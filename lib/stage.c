@@ -30,7 +30,7 @@ typedef struct held {
     char id[SI_WIRE_MAX_STR + 1]; /* request_id; "" = free slot */
     int value;                    /* graph value these are rows of */
     int row_begin, row_end;
-    size_t row;                   /* floats per row (NHWC: W x C) */
+    size_t bytes;                 /* of data: rows x W x C floats (NHWC) */
     float *data;
     uint64_t last_used;
 } held_t;
@@ -83,7 +83,7 @@ static void cached_clear(cached_t *c) {
 }
 
 static void held_clear(si_stage_t *s, held_t *h) {
-    if (h->id[0]) s->held_bytes -= (size_t)(h->row_end - h->row_begin) * h->row * sizeof(float);
+    s->held_bytes -= h->bytes;
     free(h->data);
     memset(h, 0, sizeof *h);
 }
@@ -158,7 +158,7 @@ static void held_put(si_stage_t *s, const char *id, int v, int v_in, int a, int 
         if (free_slot && s->held_bytes + bytes <= SI_STAGE_HELD_BYTES) {
             snprintf(free_slot->id, sizeof free_slot->id, "%s", id);
             free_slot->value = v, free_slot->row_begin = a, free_slot->row_end = b;
-            free_slot->row = row, free_slot->data = data, free_slot->last_used = ++s->tick;
+            free_slot->bytes = bytes, free_slot->data = data, free_slot->last_used = ++s->tick;
             s->held_bytes += bytes;
             return;
         }
@@ -331,7 +331,7 @@ static float *join_held(si_stage_t *s, const si_segment_t *seg, const cached_t *
     size_t row = (size_t)x->dims[1] * (size_t)x->dims[3];
     int h0 = h->row_begin > c->in_begin ? h->row_begin : c->in_begin;
     int h1 = h->row_end < c->in_end ? h->row_end : c->in_end;
-    if (h0 >= h1 || h->row != row) {
+    if (h0 >= h1) { /* rows of the same value, seg->in: the same row length */
         si_err_set(err, "request %s: the rows held, [%d, %d), are none of the input rows [%d, %d) "
                    "this band needs", rq->request_id, h->row_begin, h->row_end, c->in_begin, c->in_end);
         return NULL;

@@ -745,25 +745,32 @@ static int rd_string(const uint8_t *pl, uint64_t len, char **dst, str_pool_t *po
     return 0;
 }
 
-/* Reads a Resident message into q's resident fields. */
-static int rd_resident(const uint8_t *p, size_t n, si_wire_request_t *q) {
-    rd_t rr = {p, p + n};
+/* Reads a message of varint fields 1..n (Timings, Resident) into v[0..n),
+ * each at most once; v is zeroed first (proto3: absent is 0). */
+static int rd_varints(const uint8_t *p, size_t len, uint64_t *v, int n) {
+    rd_t r = {p, p + len};
     unsigned seen = 0;
-    while (rr.p < rr.end) {
+    memset(v, 0, (size_t)n * sizeof *v);
+    while (r.p < r.end) {
         uint32_t num;
         int wire;
-        uint64_t v = 0;
+        uint64_t x = 0;
         const uint8_t *pl;
-        if (rd_field(&rr, &num, &wire, &v, &pl) < 0 || wire != 0 || num < 1 || num > 4 ||
+        if (rd_field(&r, &num, &wire, &x, &pl) < 0 || wire != 0 || num < 1 || num > (uint32_t)n ||
             (seen & (1u << num)))
             return -1;
         seen |= 1u << num;
-        if (num <= 2 && v > 1) return -1;
-        if (num == 1) q->hold = (int)v;
-        if (num == 2) q->from_held = (int)v;
-        if (num == 3) q->reply_row_begin = (int32_t)v;
-        if (num == 4) q->reply_row_end = (int32_t)v;
+        v[num - 1] = x;
     }
+    return 0;
+}
+
+/* Reads a Resident message into q's resident fields. */
+static int rd_resident(const uint8_t *p, size_t n, si_wire_request_t *q) {
+    uint64_t v[4];
+    if (rd_varints(p, n, v, 4) < 0 || v[0] > 1 || v[1] > 1) return -1;
+    q->hold = (int)v[0], q->from_held = (int)v[1];
+    q->reply_row_begin = (int32_t)v[2], q->reply_row_end = (int32_t)v[3];
     return 0;
 }
 
@@ -810,20 +817,9 @@ static int rd_request(const uint8_t *buf, size_t len, si_wire_request_t *q, raw_
 
 /* Reads a Timings message. */
 static int rd_timings(const uint8_t *p, size_t n, si_wire_timings_t *t) {
-    rd_t tr = {p, p + n};
-    uint64_t *f[] = {&t->decode_us, &t->queue_us, &t->compute_us, &t->encode_us, &t->forward_us};
-    unsigned tseen = 0;
-    while (tr.p < tr.end) {
-        uint32_t tn;
-        int tw;
-        uint64_t tv = 0;
-        const uint8_t *tp;
-        if (rd_field(&tr, &tn, &tw, &tv, &tp) < 0 || tw != 0 || tn < 1 || tn > 5 ||
-            (tseen & (1u << tn)))
-            return -1;
-        tseen |= 1u << tn;
-        *f[tn - 1] = tv;
-    }
+    uint64_t v[5];
+    if (rd_varints(p, n, v, 5) < 0) return -1;
+    *t = (si_wire_timings_t){v[0], v[1], v[2], v[3], v[4]};
     return 0;
 }
 
