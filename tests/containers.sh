@@ -15,7 +15,8 @@
 #      the functions come up, classify and a bounded hey succeed
 #   d. every manifest of the k8s/ overlays, and of the chart for every plan,
 #      validates against the Kubernetes / Knative / Prometheus Operator
-#      schemas (npm kubernetes-models); every plan passes `splitinfer plan check`
+#      schemas (npm kubernetes-models); every plan passes `splitinfer plan check`;
+#      the deployment overlay has one CPU HPA per Deployment
 #   e. the chart: `helm lint`, every .Values path exists in values.yaml, its
 #      Knative Services equal the kustomize ones (image, args, resources,
 #      annotations, probes, ...) and its plan equals theirs, NOTES.txt renders
@@ -281,6 +282,14 @@ check "every rendered manifest validates against its schema" test "$rc" = 0
 sed 's/containerConcurrency: 1$/containerConcurrency: "one"/' "$W/render/kustomize-pipeline.yaml" > "$W/broken.yaml"
 check "the validator refuses a Knative Service with containerConcurrency: \"one\"" \
   bash -c "! node '$C/check.mjs' validate '$W/broken.yaml' >/dev/null"
+# Without Knative, the deployment overlay's HPAs scale every Deployment on CPU.
+node "$C/check.mjs" hpa "$W/render/kustomize-deployment.yaml" > "$W/hpa.out"
+rc=$?
+cat "$W/hpa.out"
+check "deployment overlay: one CPU HorizontalPodAutoscaler per Deployment, replicas left to it" test "$rc" = 0
+sed 's/^    name: splitinfer-layer2$/    name: splitinfer-layer9/' "$W/render/kustomize-deployment.yaml" > "$W/broken-hpa.yaml"
+check "the HPA check refuses an HPA whose target is no Deployment (layer2's renamed)" \
+  bash -c "! node '$C/check.mjs' hpa '$W/broken-hpa.yaml' >/dev/null"
 for f in "$W"/render/*.yaml; do
   node "$C/check.mjs" plan "$f" > "$W/p.json"
   [ -s "$W/p.json" ] || continue

@@ -20,6 +20,12 @@
 //                                 (NAME-pod-0) since podman has no Services;
 //                                 container ports left out (kube play would
 //                                 publish each on the host)
+//   hpa FILE                      every Deployment has exactly one
+//                                 HorizontalPodAutoscaler (autoscaling/v2, on
+//                                 CPU utilization) and leaves spec.replicas to
+//                                 it; every HPA targets a Deployment of the
+//                                 file whose containers all request CPU (a
+//                                 Utilization target is a share of that)
 //   plan FILE                     the plan JSON of the file's ConfigMap, if any
 //   exprs DASHBOARD.json          the dashboard's PromQL, one per line as
 //                                 "panel<TAB>expr", Grafana variables replaced
@@ -190,6 +196,34 @@ function kubePlay(inFile, outFile, suffix) {
   ok(`${outFile}: ${keep.map((d) => `${d.kind}/${d.metadata.name}`).join(' ')}`);
 }
 
+function hpa(file) {
+  const docs = loadDocs(file);
+  const deps = new Map(docs.filter((d) => d.apiVersion === 'apps/v1' && d.kind === 'Deployment')
+    .map((d) => [d.metadata.name, d]));
+  const scaled = new Map();
+  for (const h of docs.filter((d) => d.kind === 'HorizontalPodAutoscaler')) {
+    const id = `HorizontalPodAutoscaler/${h.metadata.name}`, ref = h.spec.scaleTargetRef || {};
+    if (h.apiVersion !== 'autoscaling/v2') fail(`${id}: apiVersion ${h.apiVersion}, not autoscaling/v2`);
+    const d = ref.kind === 'Deployment' && ref.apiVersion === 'apps/v1' && deps.get(ref.name);
+    if (!d) { fail(`${id}: targets ${ref.apiVersion} ${ref.kind}/${ref.name}, no Deployment of the file`); continue; }
+    scaled.set(ref.name, (scaled.get(ref.name) || 0) + 1);
+    const cpu = (h.spec.metrics || []).filter((m) => m.type === 'Resource' && m.resource.name === 'cpu' &&
+      m.resource.target.type === 'Utilization' && m.resource.target.averageUtilization > 0);
+    if (cpu.length !== 1) fail(`${id}: no CPU utilization target`);
+    if (!(h.spec.minReplicas >= 1 && h.spec.maxReplicas >= h.spec.minReplicas))
+      fail(`${id}: replicas ${h.spec.minReplicas}..${h.spec.maxReplicas}`);
+    for (const c of d.spec.template.spec.containers)
+      if (!(c.resources && c.resources.requests && c.resources.requests.cpu))
+        fail(`${id}: container ${c.name} of ${ref.name} requests no CPU`);
+    ok(`${id} -> Deployment/${ref.name}: cpu ${cpu.length && cpu[0].resource.target.averageUtilization}%,` +
+       ` ${h.spec.minReplicas}..${h.spec.maxReplicas} replicas`);
+  }
+  for (const [name, d] of deps) {
+    if (scaled.get(name) !== 1) fail(`Deployment/${name}: ${scaled.get(name) || 0} HorizontalPodAutoscalers, want 1`);
+    if (d.spec.replicas !== undefined) fail(`Deployment/${name}: sets spec.replicas, which a re-apply would reset`);
+  }
+}
+
 function exprs(file) {
   const d = JSON.parse(fs.readFileSync(file, 'utf8'));
   const sub = (e) => e.replaceAll('$__rate_interval', '30s').replaceAll('$__range', '5m')
@@ -210,7 +244,8 @@ switch (cmd) {
   case 'values-paths': valuesPaths(args[0]); break;
   case 'compare': compare(args[0], args[1]); break;
   case 'kube-play': kubePlay(args[0], args[1], args[2] || ''); break;
+  case 'hpa': hpa(args[0]); break;
   case 'exprs': exprs(args[0]); break;
-  default: console.error('usage: check.mjs validate|values-paths|compare|kube-play|exprs ...'); process.exit(2);
+  default: console.error('usage: check.mjs validate|values-paths|compare|kube-play|hpa|exprs ...'); process.exit(2);
 }
 process.exit(failed ? 1 : 0);
