@@ -12,12 +12,14 @@
 #      photo's logits equal `splitinfer infer` (max|diff| <= 1e-4 max|ref|);
 #      SIGTERM stops a function at once with exit code 0
 #   c. `podman kube play` of the deployment overlay (kubectl kustomize):
-#      the functions come up, classify and a bounded hey succeed
+#      the functions come up, classify and a bounded hey succeed, and so
+#      does the script of the chart's `helm test` Pod
 #   d. every manifest of the k8s/ overlays, and of the chart for every plan,
 #      validates against the Kubernetes / Knative / Prometheus Operator
 #      schemas (npm kubernetes-models); every plan passes `splitinfer plan check`;
 #      the deployment overlay has one CPU HPA per Deployment
-#   e. the chart: `helm lint`, every .Values path exists in values.yaml, its
+#   e. the chart: `helm lint`, its values.schema.json refuses bad values, every
+#      .Values path exists in values.yaml, its
 #      Knative Services equal the kustomize ones (image, args, resources,
 #      annotations, probes, ...) and its plan equals theirs, NOTES.txt renders
 #   f. Prometheus (Debian) scrapes stage and gateway processes on loopback;
@@ -318,6 +320,21 @@ section "e. Helm chart: lint, .Values paths, chart = kustomize"
 "$HELM" lint charts/splitinfer > "$W/lint.out" 2>&1
 rc=$?
 check "helm lint charts/splitinfer ($(grep -o '[0-9]* chart(s) failed' "$W/lint.out"))" test "$rc" = 0
+# values.schema.json: a misspelt key, a wrong type and a value out of its set
+# are refused at template time, each naming its path.
+schema_refuses() {  # what-the-error-names --set args...
+  local want=$1; shift
+  ! "$HELM" template splitinfer charts/splitinfer "$@" >/dev/null 2>"$W/schema.err" &&
+    grep -q "don't meet the specifications of the schema" "$W/schema.err" && grep -qF -- "$want" "$W/schema.err"
+}
+check "the chart's schema refuses --set bandService=perBand (a misspelt key)" \
+  schema_refuses "Additional property bandService is not allowed" --set bandService=perBand
+check "the chart's schema refuses --set bands=two (a string for an integer)" \
+  schema_refuses "bands: Invalid type" --set bands=two
+check "the chart's schema refuses --set stage.resources.limits.cpu=lots (not a quantity)" \
+  schema_refuses "stage.resources.limits.cpu" --set stage.resources.limits.cpu=lots
+check "the chart's schema refuses --set dtype=int8 (not fp32, bf16 or fp16)" \
+  schema_refuses "dtype must be one of" --set dtype=int8
 node "$C/check.mjs" values-paths charts/splitinfer
 check ".Values paths of the templates exist in values.yaml" test $? = 0
 for p in pipeline parallel baseline; do
@@ -408,6 +425,24 @@ check "hey (the load-test image) -n 20 -c 2 through the kube-played gateway: 20 
 grep -q '\[200\].*20 responses' "$W/hey.out" || for c in $(podman ps -a --format '{{.Names}}' --filter "name=-$TAG-pod-0-(stage|gateway)"); do
   podman logs --tail 15 "$c" 2>&1 | sed "s/^/  $c: /"
   client curl -s "http://${c%-stage}:8080/metrics" | grep -E '^splitinfer_(requests_total|stage_phase_seconds_(sum|count))' | sed "s/^/  $c: /"; done
+# helm test's Pod (charts/splitinfer/templates/tests/classify.yaml): its
+# script, in its image, run against the kube-played gateway; and against a
+# stage, which has no /v1/classify, where it must fail.
+(cd "$C" && node --input-type=module -e '
+  import fs from "node:fs"; import yaml from "js-yaml";
+  const docs = yaml.loadAll(fs.readFileSync(process.argv[1], "utf8")).filter(Boolean);
+  const p = docs.find((d) => d.kind === "Pod" && (d.metadata.annotations || {})["helm.sh/hook"] === "test");
+  const c = p.spec.containers[0];
+  if (c.command.join(" ") !== "/bin/sh -c" || c.args.length !== 1) process.exit(1);
+  fs.writeFileSync(process.argv[2], c.args[0]);
+  console.log(c.image);' "$W/render/chart-pipeline.yaml" "$W/helm-test.sh") > "$W/helm-test.image"
+helm_test() { podman run --rm --network "$NET" --label "splitinfer-test=$TAG" -e GATEWAY="$1" \
+  --entrypoint /bin/sh "$(cat "$W/helm-test.image")" -c "$(cat "$W/helm-test.sh")"; }
+check "helm test's Pod runs the load-test image ($(cat "$W/helm-test.image"))" test "$(cat "$W/helm-test.image")" = "$HEY_IMG"
+check "helm test's script passes against the kube-played gateway" \
+  quiet helm_test "http://$GWPOD:8080"
+if quiet helm_test "http://splitinfer-stem-$TAG-pod-0:8080"; then bad "helm test's script passed against a stage"
+else ok "helm test's script fails against a stage (404 for /v1/classify)"; fi
 podman kube play --down "$W/kube-play.yaml" >/dev/null 2>&1
 check "podman kube play --down removed the pods" \
   test -z "$(podman pod ps -q --filter "name=-$TAG-pod")"

@@ -81,7 +81,9 @@ function valuesPaths(chart) {
   const values = yaml.load(fs.readFileSync(path.join(chart, 'values.yaml'), 'utf8'));
   const dir = path.join(chart, 'templates');
   const seen = new Map();
-  for (const f of fs.readdirSync(dir)) {
+  // Helm renders templates/ and its subdirectories (tests/): walk them all.
+  const files = fs.readdirSync(dir, { recursive: true }).filter((f) => fs.statSync(path.join(dir, f)).isFile());
+  for (const f of files) {
     const text = fs.readFileSync(path.join(dir, f), 'utf8');
     // .Values.a.b (also $.Values..., $root.Values..., .root.Values...)
     for (const m of text.matchAll(/\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)/g)) {
