@@ -114,7 +114,8 @@ static void direct_create(direct_t *dc, dnnl_engine_t eng, dnnl_stream_t st, con
     CHECK(dnnl_memory_desc_init_by_tag(&want_d, 4, dd, dnnl_f32, dnnl_aBcd8b));
     if (!dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0), &want_s) ||
         !dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0), &want_d)) {
-        fprintf(stderr, "%s: oneDNN did not choose nChw8c\n", s->name);
+        fprintf(stderr, "%s: oneDNN did not choose nChw8c: this machine's oneDNN is not AVX2, "
+                        "and the engine does not run Winograd here (lib/engine.h)\n", s->name);
         exit(1);
     }
     const dnnl_memory_desc_t *wq = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);

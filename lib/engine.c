@@ -537,16 +537,39 @@ static void band_pads(const si_engine_t *e, const si_node_t *n, int *ia, int *ib
     if (*pb == 0 && extra > 0 && extra < n->sh) *ib += extra;
 }
 
+/* SPLITINFER_WINO (engine.h): 0 never, 1 always, -1 auto. Read per engine:
+ * tests and comparisons set it in-process. */
+static int wino_mode(void) {
+    const char *v = getenv("SPLITINFER_WINO");
+    if (v && !strcmp(v, "off")) return 0;
+    if (v && !strcmp(v, "on")) return 1;
+    return -1;
+}
+
+/* Whether oneDNN's direct convolutions here are the AVX2 kernels that
+ * wino.c's cost model describes. With AVX-512 they use 16-wide vectors and
+ * nChw16c, so they do about twice the work per cycle and the neighbours of
+ * an (AVX2, nChw8c) Winograd conv would need a reorder each side: on a
+ * 2-vCPU Xeon with AVX-512, ResNet50 ran 0.85-0.94x the time without it
+ * (one thread, interleaved runs). */
+static int direct_is_avx2(void) {
+    /* ISAs are bit sets, each containing the ones below (avx2_vnni is 0x407). */
+    unsigned isa = (unsigned)dnnl_get_effective_cpu_isa(), avx512 = (unsigned)dnnl_cpu_isa_avx512_core;
+    return (isa & avx512) != avx512;
+}
+
 /* A 3x3 stride-1 convolution by Winograd (wino.h) where its cost model says
  * it beats oneDNN's direct kernel: 0.4-0.65x the time on ResNet50's 3x3
  * layers on AVX2, where oneDNN 2.6 has no Winograd of its own. Both tensors
- * in nChw8c, the layout the neighbouring oneDNN convolutions use, so no
- * reorders. Returns 1 when compiled, 0 when the node is not for Winograd. */
+ * in nChw8c, the layout the neighbouring oneDNN convolutions use on AVX2, so
+ * no reorders. Not chosen where oneDNN runs AVX-512 (direct_is_avx2).
+ * Returns 1 when compiled, 0 when the node is not for Winograd. */
 static int compile_wino(si_engine_t *e, const si_node_t *n, int i, int ia, int ib, int pt, int pb) {
     int stored = n->w_kind == SI_WEIGHTS_WINO2; /* transformed by convert: Winograd it is */
+    int mode = stored ? 1 : wino_mode();
     if (n->kh != 3 || n->kw != 3 || n->sh != 1 || n->sw != 1 || n->dh != 1 || n->dw != 1 ||
-        n->group != 1 || n->cin % 8 || n->cout % 8 || n->w_kind == SI_WEIGHTS_BLOCKED ||
-        (!stored && getenv("SPLITINFER_NO_WINO")))
+        n->group != 1 || n->cin % 8 || n->cout % 8 || n->w_kind == SI_WEIGHTS_BLOCKED || mode == 0 ||
+        (mode < 0 && !direct_is_avx2()))
         return stored ? si_err_set(e->err, "node %s: Winograd weights for a conv that is not "
                                    "3x3 stride 1", n->name) : 0;
     const si_value_t *x = &e->g->values[n->in];
@@ -560,7 +583,7 @@ static int compile_wino(si_engine_t *e, const si_node_t *n, int i, int ia, int i
                          * rounding (1.5e-5 of max|out|) depends on where a tile starts,
                          * so bands would no longer stitch to the whole within 1e-5. */
                         .tile = 2, .u = stored ? n->w : NULL};
-    if (!stored && !si_wino_recommended(&d)) return 0;
+    if (mode < 0 && !si_wino_recommended(&d)) return 0;
     dnnl_memory_desc_t src, dst;
     rows_md(e, n->in, ia, ib, dnnl_nChw8c, &src);
     rows_md(e, n->out, e->row_begin[n->out], e->row_end[n->out], dnnl_nChw8c, &dst);

@@ -14,10 +14,13 @@
  * batch first, unless si_engine_create_io asks for NHWC. The engine borrows the graph: keep the graph alive as long as
  * any engine built from it.
  *
- * 3x3 stride-1 convolutions run by Winograd F(2x2,3x3) (wino.h) where its
- * cost model says it beats oneDNN's direct kernel, or always when the model
- * file holds Winograd-transformed weights. SPLITINFER_NO_WINO=1 in the
- * environment keeps oneDNN for plain weights (for comparisons).
+ * 3x3 stride-1 convolutions run by Winograd F(2x2,3x3) (wino.h, an AVX2
+ * kernel) where oneDNN's own kernels are AVX2 and the cost model says it
+ * beats them, or always when the model file holds Winograd-transformed
+ * weights. Where oneDNN runs AVX-512, its direct kernels win and Winograd is
+ * not chosen. SPLITINFER_WINO in the environment overrides the choice for
+ * plain weights: "off" keeps oneDNN, "on" takes Winograd wherever the shape
+ * allows (for comparisons and tests); unset or "auto" chooses.
  *
  * Threads: oneDNN in Debian uses OpenMP, whose thread count is process-wide.
  * si_engine_set_threads sets it; call it before creating engines.
