@@ -2,7 +2,9 @@
 # Segments compose: running ResNet50 stage by stage, each stage's output fed
 # to the next as a file, gives the same tensors as one range run and the same
 # logits as the whole model; a .sfm cut to one stage computes what that stage
-# of the full model computes, and holds only that stage's weights.
+# of the full model computes, and holds only that stage's weights; convert
+# chooses Winograd for 3x3 convs where oneDNN is AVX2 and not where it is
+# AVX-512, and a file of Winograd weights computes the same stage.
 #
 # Model: build/ref/resnet50.onnx (seed 0, BN folded; tests/ref/export_resnet.py,
 # made only when missing). Input: in_0.bin of tests/ref/torch_ref.py gen.
@@ -175,6 +177,32 @@ if run conv_full convert "$ONNX" -o "$W/resnet50.sfm" &&
             echo "  note: infer -m resnet50-layer3.sfm without --segment does not run:" \
                 "$(tail -1 "$W/sfm_l3_nosegment.log")"
         fi
+    fi
+fi
+
+# Winograd (lib/engine.h): chosen for 3x3 convs where oneDNN's kernels are
+# AVX2, not where they are AVX-512. convert stores the weights of a Winograd
+# conv transformed (16 floats per 9), so the file's size tells which it chose.
+# ONEDNN_MAX_CPU_ISA=AVX2 makes any AVX-512 machine an AVX2 one for oneDNN.
+echo "== Winograd where oneDNN is AVX2, oneDNN's own kernels where it is AVX-512"
+if ONEDNN_MAX_CPU_ISA=AVX2 run wino_avx2 convert "$ONNX" -o "$W/l3-avx2.sfm" --segment layer3 &&
+    SPLITINFER_WINO=off run wino_off convert "$ONNX" -o "$W/l3-off.sfm" --segment layer3 &&
+    run wino_auto convert "$ONNX" -o "$W/l3-auto.sfm" --segment layer3; then
+    avx2_b=$(stat -c %s "$W/l3-avx2.sfm") off_b=$(stat -c %s "$W/l3-off.sfm") auto_b=$(stat -c %s "$W/l3-auto.sfm")
+    echo "  layer3 .sfm: $avx2_b bytes with oneDNN capped at AVX2, $off_b with SPLITINFER_WINO=off, $auto_b by default"
+    if [ "$avx2_b" -le "$off_b" ]; then
+        fail "with oneDNN at AVX2 convert did not choose Winograd for layer3 ($avx2_b <= $off_b bytes)"
+    fi
+    if grep -qw avx512f /proc/cpuinfo; then
+        [ "$auto_b" -eq "$off_b" ] || fail "this CPU has AVX-512, yet convert chose Winograd ($auto_b != $off_b bytes)"
+    else
+        [ "$auto_b" -eq "$avx2_b" ] || fail "no AVX-512 here, yet convert did not choose Winograd ($auto_b != $avx2_b bytes)"
+    fi
+    # The transformed file runs its Winograd on any machine, and computes layer3.
+    if [ -f "$W/chain_layer2.bin" ]; then
+        run wino_run infer -m "$W/l3-avx2.sfm" --segment layer3 --input "$W/chain_layer2.bin" \
+            --output "$W/l3-avx2.bin" &&
+            check "$W/l3-avx2.bin" "$W/chain_layer3.bin" "layer3 by Winograd (the AVX2 file) vs layer3 of the full .onnx"
     fi
 fi
 
