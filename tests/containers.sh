@@ -21,7 +21,9 @@
 #   e. the chart: `helm lint`, its values.schema.json refuses bad values, every
 #      .Values path exists in values.yaml, its
 #      Knative Services equal the kustomize ones (image, args, resources,
-#      annotations, probes, ...) and its plan equals theirs, NOTES.txt renders
+#      annotations, probes, ...) and its plan equals theirs, NOTES.txt renders;
+#      its parallel-resident plan, run as rendered (the Services' args as
+#      loopback processes), classifies as splitinfer infer does
 #   f. Prometheus (Debian) scrapes stage and gateway processes on loopback;
 #      every dashboard query over the app's own metrics returns data;
 #      promtool checks the scrape configs in k8s/prometheus
@@ -270,6 +272,7 @@ helm_t blocks --set plan=blocks
 helm_t parallel-perband --set plan=parallel --set bandServices=perBand --set bands=3
 helm_t pipeline-chain --set plan=pipeline --set chain=true
 helm_t mixed-chain --set plan=parallel --set chain=true
+helm_t parallel-resident --set plan=parallel-resident
 helm_t extras --set plan=pipeline --set model.source=pvc --set metrics.podMonitor.enabled=true \
   --set gateway.visibility=cluster-local --set stage.overrides.layer3.autoscaling.minScale=1
 ls "$W"/render/*.yaml | sed 's#.*/#  #'
@@ -447,6 +450,55 @@ podman kube play --down "$W/kube-play.yaml" >/dev/null 2>&1
 check "podman kube play --down removed the pods" \
   test -z "$(podman pod ps -q --filter "name=-$TAG-pod")"
 
+
+# The chart's parallel-resident plan, run as it renders: every stage
+# Service's args as a loopback process (the "all" image holds the whole
+# model: here the .sfm of $MODEL), and a gateway on the rendered plan with
+# the Services' URLs turned into those ports. A resident band must be one pod
+# (min = max scale 1) of the whole model's image; the logits must equal
+# splitinfer infer's.
+(cd "$C" && node --input-type=module -e '
+  import fs from "node:fs"; import yaml from "js-yaml";
+  const docs = yaml.loadAll(fs.readFileSync(process.argv[1], "utf8")).filter(Boolean);
+  for (const d of docs.filter((d) => d.apiVersion === "serving.knative.dev/v1" &&
+                                     d.metadata.labels["app.kubernetes.io/component"] === "stage")) {
+    const a = d.spec.template.metadata.annotations, c = d.spec.template.spec.containers[0];
+    console.log([d.metadata.name, a["autoscaling.knative.dev/min-scale"], a["autoscaling.knative.dev/max-scale"],
+                 c.image, JSON.stringify(c.args)].join("\t"));
+  }' "$W/render/chart-parallel-resident.yaml") > "$W/resident-fns.tsv"
+node "$C/check.mjs" plan "$W/render/chart-parallel-resident.yaml" > "$W/resident-plan.json"
+"$SI" convert "$MODEL" -o "$W/resident.sfm" >/dev/null || bad "convert $MODEL"
+cp "$W/resident-plan.json" "$W/resident-local.json"
+bands_ok=1
+while IFS=$'\t' read -r name lo hi image args; do
+  if [[ $name =~ -run[0-9]+-b[0-9]+$ ]]; then
+    [ "$lo/$hi" = 1/1 ] && [[ $image == */splitinfer-stage-all:* ]] || bands_ok=0
+    echo "  $name: scale $lo..$hi, $image"
+  fi
+  p=$(free_port)
+  mapfile -d '' a < <(/usr/bin/python3 -c 'import json, sys; sys.stdout.write("\0".join(json.loads(sys.argv[1])) + "\0")' "$args")
+  "$SI" "${a[@]}" -m "$W/resident.sfm" --host 127.0.0.1 --port "$p" 2>>"$W/resident-procs.log" &
+  PIDS+=($!)
+  sed -i "s#http://$name\.splitinfer\.svc\.cluster\.local#http://127.0.0.1:$p#g" "$W/resident-local.json"
+done < "$W/resident-fns.tsv"
+nb=$(awk -F'\t' '$1 ~ /-run[0-9]+-b[0-9]+$/' "$W/resident-fns.tsv" | wc -l)
+check "chart parallel-resident: $nb band Services, each one pod (min = max scale 1) of the whole model's image" \
+  test "$bands_ok" = 1 -a "$nb" = 2
+check "chart parallel-resident: its plan is resident and passes splitinfer plan check" \
+  bash -c "grep -q '\"resident\": true' '$W/resident-plan.json' && '$SI' plan check '$W/resident-plan.json' -m '$MODEL' >/dev/null"
+RGP=$(free_port)
+"$SI" gateway --plan "$W/resident-local.json" -m "$W/resident.sfm" --host 127.0.0.1 --port "$RGP" --name gateway \
+  2>>"$W/resident-procs.log" &
+PIDS+=($!)
+t=$(date +%s)
+until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$RGP/v2/health/ready")" = 200 ]; do
+  [ $(( $(date +%s) - t )) -gt 120 ] && break
+  sleep 0.5
+done
+curl -s -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "http://127.0.0.1:$RGP/v1/classify?logits=1" \
+  > "$W/resident-classify.json"
+check "chart parallel-resident, run as rendered (stage args, plan): classify = splitinfer infer" \
+  compare_logits "$W/resident-classify.json" "$W/ref.bin"
 # ---- f. Prometheus and the dashboard ---------------------------------------------
 section "f. Prometheus scraping local functions; dashboard queries"
 promtool check config k8s/prometheus/local.yml > "$W/promtool-local.out" 2>&1

@@ -37,7 +37,8 @@ helm.sh/chart: {{ include "splitinfer.chart" . }}
 The layout of the chosen plan, as YAML:
   steps:     the plan's steps, each with its bands and function URLs
   functions: the Knative Services to create: name, function (label and
-             --name), segment, slug (image), bands (calls per request)
+             --name), segment, slug (image), bands (calls per request);
+             a resident run's band also steps (--steps) and band (--band)
   next:      with .Values.chain, Service name -> the URL it passes its
              output on to (stage --next): the next step's, for consecutive
              one-band steps
@@ -55,6 +56,9 @@ The layout of the chosen plan, as YAML:
 {{- $steps := list -}}
 {{- $fns := list -}}
 {{- $seen := dict -}}
+{{- $resident := and (hasKey $plan "resident") $plan.resident -}}
+{{- $runs := list -}}
+{{- $run := dict -}}
 {{- range $s := $plan.steps -}}
 {{- $k := 1 -}}
 {{- if $s.bands -}}
@@ -67,7 +71,17 @@ The layout of the chosen plan, as YAML:
 {{- end -}}
 {{- $slug := include "splitinfer.slug" $s.segment -}}
 {{- $urls := list -}}
-{{- if and (gt $k 1) (eq $root.Values.bandServices "perBand") -}}
+{{- if and $resident (gt $k 1) -}}
+{{- /* a resident run: consecutive banded steps of one band count */ -}}
+{{- if not (and $run (eq (int $run.k) $k)) -}}
+{{- $run = dict "k" $k "index" (len $runs) "steps" (list) -}}
+{{- $runs = append $runs $run -}}
+{{- end -}}
+{{- $_ := set $run "steps" (append $run.steps $s.segment) -}}
+{{- range $b := until $k -}}
+{{- $urls = append $urls (printf "http://%s-run%d-b%d.%s.svc.cluster.local" $full (int $run.index) $b $root.Release.Namespace) -}}
+{{- end -}}
+{{- else if and (gt $k 1) (eq $root.Values.bandServices "perBand") -}}
 {{- range $b := until $k -}}
 {{- $name := printf "%s-%s-b%d" $full $slug $b -}}
 {{- $urls = append $urls (printf "http://%s.%s.svc.cluster.local" $name $root.Release.Namespace) -}}
@@ -84,7 +98,19 @@ The layout of the chosen plan, as YAML:
 {{- $fns = append $fns (dict "name" $name "function" $slug "segment" $s.segment "slug" $slug "bands" $k) -}}
 {{- end -}}
 {{- end -}}
+{{- if not (and $resident (gt $k 1)) -}}
+{{- $run = dict -}}
+{{- end -}}
 {{- $steps = append $steps (dict "segment" $s.segment "bands" $k "functions" $urls "name" (printf "%s-%s" $full $slug)) -}}
+{{- end -}}
+{{- /* Band b of a resident run is one Service running every segment of the
+run (stage --segment FIRST..LAST --steps A,B,... --band b/K) from the image
+holding the whole model ("all", the baseline's). */ -}}
+{{- range $r := $runs -}}
+{{- $seg := printf "%s..%s" (first (splitList ".." (first $r.steps))) (last (splitList ".." (last $r.steps))) -}}
+{{- range $b := until (int $r.k) -}}
+{{- $fns = append $fns (dict "name" (printf "%s-run%d-b%d" $full (int $r.index) $b) "function" (printf "run%d-b%d" (int $r.index) $b) "segment" $seg "slug" "all" "bands" 1 "steps" (join "," $r.steps) "band" (printf "%d/%d" $b (int $r.k))) -}}
+{{- end -}}
 {{- end -}}
 {{- $next := dict -}}
 {{- if $root.Values.chain -}}
@@ -110,6 +136,7 @@ The layout of the chosen plan, as YAML:
 {{- $plan := dict "name" .Values.plan "model" "resnet50" "dtype" .Values.dtype "timeout_ms" (int .Values.timeoutMs) "steps" $steps -}}
 {{- /* "chain" only when on: the kustomize overlays' plans (unchained) have no such key */ -}}
 {{- if .Values.chain }}{{ $_ := set $plan "chain" true }}{{ end -}}
+{{- with index .Values.plans .Values.plan }}{{ if .resident }}{{ $_ := set $plan "resident" true }}{{ end }}{{ end -}}
 {{- $plan | toPrettyJson -}}
 {{- end -}}
 
