@@ -338,6 +338,10 @@ check "the chart's schema refuses --set stage.resources.limits.cpu=lots (not a q
   schema_refuses "stage.resources.limits.cpu" --set stage.resources.limits.cpu=lots
 check "the chart's schema refuses --set dtype=int8 (not fp32, bf16 or fp16)" \
   schema_refuses "dtype must be one of" --set dtype=int8
+check "the chart's schema refuses --set image.tag=2 (an integer: the images would be named ...:%!s(int64=2))" \
+  schema_refuses "image.tag: Invalid type" --set image.tag=2
+check "the chart renders --set-string image.tag=2 into the images' names" \
+  bash -c "'$HELM' template splitinfer charts/splitinfer --set-string image.tag=2 | grep -q 'splitinfer-gateway:2\"'"
 node "$C/check.mjs" values-paths charts/splitinfer
 check ".Values paths of the templates exist in values.yaml" test $? = 0
 for p in pipeline parallel baseline; do
