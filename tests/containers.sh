@@ -119,6 +119,16 @@ HELM=$TOOLS/helm
 KUBECTL=$TOOLS/kubectl
 echo "$("$HELM" version --short), kubectl $("$KUBECTL" version --client 2>/dev/null | head -1 | awk '{print $3}'), node $(node --version), $(podman --version)"
 
+# wait_ready URL SECONDS: polls URL/v2/health/ready until 200 or SECONDS
+# pass; leaves the last status in code and the seconds taken in waited.
+wait_ready() {
+  local t=$(date +%s)
+  until code=$(curl -s -o /dev/null -w '%{http_code}' "$1/v2/health/ready"); [ "$code" = 200 ]; do
+    [ $(( $(date +%s) - t )) -gt "$2" ] && break
+    sleep 0.5
+  done
+  waited=$(( $(date +%s) - t ))
+}
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # Everything this run starts, removed on exit.
@@ -219,12 +229,8 @@ podman run -d --name "$TAG-gateway" --network "$NET" --label "splitinfer-test=$T
   "$GW_IMG" gateway --plan /etc/splitinfer/plan.json --name gateway --threads 4 >/dev/null ||
   bad "podman run $TAG-gateway"
 GW=http://127.0.0.1:$GW_PORT
-t=$(date +%s)
-until code=$(curl -s -o /dev/null -w '%{http_code}' "$GW/v2/health/ready"); [ "$code" = 200 ]; do
-  [ $(( $(date +%s) - t )) -gt 120 ] && break
-  sleep 0.5
-done
-check "gateway and every stage ready (gateway /v2/health/ready asks each stage's /readyz) in $(( $(date +%s) - t )) s" \
+wait_ready "$GW" 120
+check "gateway and every stage ready (gateway /v2/health/ready asks each stage's /readyz) in $waited s" \
   test "$code" = 200
 for c in $(podman ps -q --filter "label=splitinfer-test=$TAG"); do
   info=$(podman inspect --format '{{.Name}} {{.HostConfig.CpuQuota}}/{{.HostConfig.CpuPeriod}} {{.HostConfig.Memory}}' "$c")
@@ -471,7 +477,8 @@ check "podman kube play --down removed the pods" \
                  c.image, JSON.stringify(c.args)].join("\t"));
   }' "$W/render/chart-parallel-resident.yaml") > "$W/resident-fns.tsv"
 node "$C/check.mjs" plan "$W/render/chart-parallel-resident.yaml" > "$W/resident-plan.json"
-"$SI" convert "$MODEL" -o "$W/resident.sfm" >/dev/null || bad "convert $MODEL"
+# The .sfm of $MODEL, for these processes and section f's.
+"$SI" convert "$MODEL" -o "$W/model.sfm" >/dev/null || bad "convert $MODEL"
 cp "$W/resident-plan.json" "$W/resident-local.json"
 bands_ok=1
 while IFS=$'\t' read -r name lo hi image args; do
@@ -481,7 +488,7 @@ while IFS=$'\t' read -r name lo hi image args; do
   fi
   p=$(free_port)
   mapfile -d '' a < <(/usr/bin/python3 -c 'import json, sys; sys.stdout.write("\0".join(json.loads(sys.argv[1])) + "\0")' "$args")
-  "$SI" "${a[@]}" -m "$W/resident.sfm" --host 127.0.0.1 --port "$p" 2>>"$W/resident-procs.log" &
+  "$SI" "${a[@]}" -m "$W/model.sfm" --host 127.0.0.1 --port "$p" 2>>"$W/resident-procs.log" &
   PIDS+=($!)
   sed -i "s#http://$name\.splitinfer\.svc\.cluster\.local#http://127.0.0.1:$p#g" "$W/resident-local.json"
 done < "$W/resident-fns.tsv"
@@ -491,14 +498,10 @@ check "chart parallel-resident: $nb band Services, each one pod (min = max scale
 check "chart parallel-resident: its plan is resident and passes splitinfer plan check" \
   bash -c "grep -q '\"resident\": true' '$W/resident-plan.json' && '$SI' plan check '$W/resident-plan.json' -m '$MODEL' >/dev/null"
 RGP=$(free_port)
-"$SI" gateway --plan "$W/resident-local.json" -m "$W/resident.sfm" --host 127.0.0.1 --port "$RGP" --name gateway \
+"$SI" gateway --plan "$W/resident-local.json" -m "$W/model.sfm" --host 127.0.0.1 --port "$RGP" --name gateway \
   2>>"$W/resident-procs.log" &
 PIDS+=($!)
-t=$(date +%s)
-until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$RGP/v2/health/ready")" = 200 ]; do
-  [ $(( $(date +%s) - t )) -gt 120 ] && break
-  sleep 0.5
-done
+wait_ready "http://127.0.0.1:$RGP" 120
 curl -s -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "http://127.0.0.1:$RGP/v1/classify?logits=1" \
   > "$W/resident-classify.json"
 check "chart parallel-resident, run as rendered (stage args, plan): classify = splitinfer infer" \
@@ -521,8 +524,8 @@ else
   cat "$W/promtool.out"; bad "promtool check config k8s/prometheus/prometheus.yml"
 fi
 # Functions as loopback processes: the pipeline's stages, a gateway, and a
-# gateway whose plan points at a closed port (for the error panels).
-"$SI" convert "$MODEL" -o "$W/model.sfm" >/dev/null || bad "convert $MODEL"
+# gateway whose plan points at a closed port (for the error panels), on
+# the $W/model.sfm converted in section e.
 mkdir -p "$W/prom/targets"
 cp k8s/prometheus/local.yml "$W/prom/prometheus.yml"
 steps="" broken="" targets=""
@@ -554,12 +557,8 @@ prometheus --config.file="$W/prom/prometheus.yml" --storage.tsdb.path="$W/prom/d
   --web.listen-address="127.0.0.1:$PROM_PORT" --log.level=warn > "$W/prometheus.log" 2>&1 &
 PIDS+=($!)
 PROM=http://127.0.0.1:$PROM_PORT
-t=$(date +%s)
-until code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$GP/v2/health/ready"); [ "$code" = 200 ]; do
-  [ $(( $(date +%s) - t )) -gt 60 ] && break
-  sleep 0.5
-done
-check "local pipeline ready (gateway /v2/health/ready) in $(( $(date +%s) - t )) s" test "$code" = 200
+wait_ready "http://127.0.0.1:$GP" 60
+check "local pipeline ready (gateway /v2/health/ready) in $waited s" test "$code" = 200
 # Traffic spread over a few scrapes: 12 classifications, 4 refused calls.
 for i in $(seq 1 12); do
   curl -s -o /dev/null -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "http://127.0.0.1:$GP/v1/classify"

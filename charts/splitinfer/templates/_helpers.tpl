@@ -74,12 +74,16 @@ The layout of the chosen plan, as YAML:
 {{- if and $resident (gt $k 1) -}}
 {{- /* a resident run: consecutive banded steps of one band count */ -}}
 {{- if not (and $run (eq (int $run.k) $k)) -}}
-{{- $run = dict "k" $k "index" (len $runs) "steps" (list) -}}
+{{- $names := list -}}
+{{- range $b := until $k -}}
+{{- $names = append $names (printf "run%d-b%d" (len $runs) $b) -}}
+{{- end -}}
+{{- $run = dict "k" $k "names" $names "steps" (list) -}}
 {{- $runs = append $runs $run -}}
 {{- end -}}
 {{- $_ := set $run "steps" (append $run.steps $s.segment) -}}
-{{- range $b := until $k -}}
-{{- $urls = append $urls (printf "http://%s-run%d-b%d.%s.svc.cluster.local" $full (int $run.index) $b $root.Release.Namespace) -}}
+{{- range $n := $run.names -}}
+{{- $urls = append $urls (printf "http://%s-%s.%s.svc.cluster.local" $full $n $root.Release.Namespace) -}}
 {{- end -}}
 {{- else if and (gt $k 1) (eq $root.Values.bandServices "perBand") -}}
 {{- range $b := until $k -}}
@@ -108,8 +112,8 @@ run (stage --segment FIRST..LAST --steps A,B,... --band b/K) from the image
 holding the whole model ("all", the baseline's). */ -}}
 {{- range $r := $runs -}}
 {{- $seg := printf "%s..%s" (first (splitList ".." (first $r.steps))) (last (splitList ".." (last $r.steps))) -}}
-{{- range $b := until (int $r.k) -}}
-{{- $fns = append $fns (dict "name" (printf "%s-run%d-b%d" $full (int $r.index) $b) "function" (printf "run%d-b%d" (int $r.index) $b) "segment" $seg "slug" "all" "bands" 1 "steps" (join "," $r.steps) "band" (printf "%d/%d" $b (int $r.k))) -}}
+{{- range $b, $n := $r.names -}}
+{{- $fns = append $fns (dict "name" (printf "%s-%s" $full $n) "function" $n "segment" $seg "slug" "all" "bands" 1 "steps" (join "," $r.steps) "band" (printf "%d/%d" $b (int $r.k))) -}}
 {{- end -}}
 {{- end -}}
 {{- $next := dict -}}
