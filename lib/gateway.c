@@ -32,6 +32,7 @@ struct si_gateway {
     step_t *steps;
     si_wire_dtype_t dtype;
     si_wire_layout_t layout; /* of the activations between functions */
+    int zeros;               /* whole activations may travel as ZEROS (plan "encoding") */
     unsigned id_prefix;      /* request ids: "<prefix>-<seq>", unique to this gateway */
     atomic_ullong seq;
 };
@@ -53,6 +54,7 @@ si_gateway_t *si_gateway_new(const si_plan_t *plan, si_graph_t *g, si_err_t *err
     gw->plan = *plan;
     if (si_wire_dtype_parse(plan->dtype, &gw->dtype, err) < 0) goto fail;
     gw->layout = strcmp(plan->layout, "nchw") ? SI_WIRE_NHWC : SI_WIRE_NCHW;
+    gw->zeros = !strcmp(plan->encoding, "zeros") && gw->dtype == SI_WIRE_FP32;
     if (si_plan_check(plan, g, segs, err) < 0) goto fail;
     for (int i = 0; i < plan->n_steps; i++) {
         const si_plan_step_t *ps = &plan->steps[i];
@@ -270,7 +272,8 @@ static int carried_rows(const si_gateway_t *gw, int i, int k, const held_t *prev
 /* Runs the call of steps [i, j): one step (j = i + 1), or a chained run of
  * one-band steps. Its full input is x, elements of encoding xdt laid out as
  * xl: the caller's float32 NCHW for the first step, else the previous step's
- * output in the plan's dtype and layout. The output of step j - 1 goes, in
+ * output in the plan's dtype and layout; xz: x's xz_len bytes are the ZEROS
+ * encoding of the elements (then step i has one band: x goes on whole). The output of step j - 1 goes, in
  * the plan's dtype and layout, to *y (the last reply kept whole, or the bands
  * stitched), or converted to float32 NCHW into out when out is not NULL (the
  * last step). tr: the traces of steps i..j-1.
@@ -280,7 +283,7 @@ static int carried_rows(const si_gateway_t *gw, int i, int k, const held_t *prev
  * no longer holds the request's rows (409) sets *not_held. */
 static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i, int j,
                                     const void *x, si_wire_dtype_t xdt, si_wire_layout_t xl,
-                                    held_t *y, float *out, si_gateway_step_trace_t *tr,
+                                    int xz, size_t xz_len, held_t *y, float *out, si_gateway_step_trace_t *tr,
                                     const char *id, const held_t *prev, held_t *edges,
                                     int *not_held, si_err_t *err) {
     const step_t *st = &gw->steps[i];
@@ -306,6 +309,14 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
     memset(resps, 0, sizeof resps);
     memset(tr, 0, (size_t)(j - i) * sizeof *tr);
     memset(y, 0, sizeof *y);
+    /* A whole reply may come as ZEROS when what takes it is the gateway (the
+     * logits) or a one-band step, which gets it on as it came; bands are cut
+     * and stitched by rows, which needs them dense. */
+    int zeros_ok = gw->zeros && K == 1 && (j == gw->plan.n_steps || gw->steps[j].bands == 1);
+    if (xz && (K != 1 || !as_is)) {
+        si_err_set(err, "step %d: a ZEROS input for a banded step", i);
+        return SI_GW_FAILED;
+    }
     /* No "Expect: 100-continue": a stage takes any body under its limit,
      * and waiting for the 100 costs a round trip per megabyte-sized hop. */
     static const char *const no_expect[] = {"Expect:", NULL};
@@ -321,10 +332,12 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
             rq.input.bytes = x;
         else
             rq.input.data = x;
+        if (xz) rq.input.encoding = SI_WIRE_ZEROS, rq.input.nbytes = xz_len;
         rq.input.dtype = gw->dtype;
         rq.input.layout = xl;
         rq.reply_dtype = gw->dtype;
         rq.reply_layout = gw->layout;
+        rq.reply_encoding = zeros_ok ? SI_WIRE_ZEROS : SI_WIRE_DENSE;
         rq.then = then, rq.n_then = j - i - 1;
         rq.timeout_ms = gw->plan.timeout_ms;
         rq.request_id = id;
@@ -489,17 +502,20 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
             memcpy(y->stitched, rp.output.bytes, numel * es);
         si_wire_reply_free(&rp);
     }
-    if (out && yl == SI_WIRE_NHWC) {
-        float *tmp = malloc(numel * sizeof *tmp);
+    if (out) {
+        float *tmp = yl == SI_WIRE_NHWC ? malloc(numel * sizeof *tmp) : out;
         if (!tmp) {
             si_err_set(err, "out of memory");
             goto out;
         }
-        si_wire_unpack_elems(gw->dtype, held_bytes(y), numel, tmp);
-        to_nchw(tmp, yv->dims[1], yv->dims[2], yv->dims[3], out);
-        free(tmp);
-    } else if (out) {
-        si_wire_unpack_elems(gw->dtype, held_bytes(y), numel, out);
+        if (y->stitched)
+            si_wire_unpack_elems(gw->dtype, y->stitched, numel, tmp);
+        else
+            si_wire_tensor_floats(&y->rp.output, tmp); /* any dtype, either encoding */
+        if (tmp != out) {
+            to_nchw(tmp, yv->dims[1], yv->dims[2], yv->dims[3], out);
+            free(tmp);
+        }
     }
     rc = SI_GW_OK;
 out:
@@ -538,7 +554,7 @@ static si_gateway_status_t run_resident(si_gateway_t *gw, si_httpc_t *client, in
         snprintf(id, sizeof id, "%08x-%llu", gw->id_prefix, (unsigned long long)atomic_fetch_add(&gw->seq, 1));
         int not_held = 0;
         for (int m = i; m < j; m++) {
-            rc = run_step(gw, client, m, m + 1, x, xdt, xl, y, m == j - 1 ? out : NULL,
+            rc = run_step(gw, client, m, m + 1, x, xdt, xl, 0, 0, y, m == j - 1 ? out : NULL,
                           &trace->steps[m], id, prev, next, &not_held, err);
             for (int k = 0; k < K; k++) held_free(&prev[k]);
             held_t *t = prev;
@@ -563,6 +579,8 @@ si_gateway_status_t si_gateway_run(si_gateway_t *gw, si_httpc_t *client, const f
     const void *x = input;
     si_wire_dtype_t xdt = SI_WIRE_FP32;
     si_wire_layout_t xl = SI_WIRE_NCHW;
+    int xz = 0; /* x is a ZEROS encoding of xz_len bytes */
+    size_t xz_len = 0;
     held_t cur = {0}; /* the previous step's output: x, until the next step has sent it */
     si_gateway_status_t rc = SI_GW_OK;
     for (int i = 0, j; i < gw->plan.n_steps && rc == SI_GW_OK; i = j) {
@@ -574,13 +592,16 @@ si_gateway_status_t si_gateway_run(si_gateway_t *gw, si_httpc_t *client, const f
         } else {
             j = si_plan_call_end(&gw->plan, i);
             int not_held = 0;
-            rc = run_step(gw, client, i, j, x, xdt, xl, &next, j == gw->plan.n_steps ? out : NULL,
+            rc = run_step(gw, client, i, j, x, xdt, xl, xz, xz_len, &next,
+                          j == gw->plan.n_steps ? out : NULL,
                           &trace->steps[i], NULL, NULL, NULL, &not_held, err);
         }
         trace->n_steps = j;
         held_free(&cur);
         cur = next;
         x = held_bytes(&cur), xdt = gw->dtype, xl = gw->layout;
+        xz = !cur.stitched && cur.rp.output.encoding == SI_WIRE_ZEROS;
+        xz_len = xz ? cur.rp.output.nbytes : 0;
     }
     held_free(&cur);
     trace->seconds = now_s() - t0;

@@ -84,7 +84,8 @@ int si_plan_parse(const char *text, size_t len, si_plan_t *p, si_err_t *err) {
     json_object_foreach(root, key, v) {
         if (strcmp(key, "name") && strcmp(key, "model") && strcmp(key, "dtype") &&
             strcmp(key, "timeout_ms") && strcmp(key, "steps") && strcmp(key, "comment") &&
-            strcmp(key, "chain") && strcmp(key, "layout") && strcmp(key, "resident")) {
+            strcmp(key, "chain") && strcmp(key, "layout") && strcmp(key, "resident") &&
+            strcmp(key, "encoding")) {
             si_err_set(err, "plan: unknown key \"%s\"", key);
             goto out;
         }
@@ -93,6 +94,7 @@ int si_plan_parse(const char *text, size_t len, si_plan_t *p, si_err_t *err) {
         str_member(root, "model", p->model, sizeof p->model, "resnet50", err) < 0 ||
         str_member(root, "dtype", p->dtype, sizeof p->dtype, "fp32", err) < 0 ||
         str_member(root, "layout", p->layout, sizeof p->layout, "nhwc", err) < 0 ||
+        str_member(root, "encoding", p->encoding, sizeof p->encoding, "zeros", err) < 0 ||
         int_member(root, "timeout_ms", &p->timeout_ms, 10000, 1, 3600 * 1000, err) < 0)
         goto out;
     if (strcmp(p->dtype, "fp32") && strcmp(p->dtype, "bf16") && strcmp(p->dtype, "fp16")) {
@@ -101,6 +103,10 @@ int si_plan_parse(const char *text, size_t len, si_plan_t *p, si_err_t *err) {
     }
     if (strcmp(p->layout, "nhwc") && strcmp(p->layout, "nchw")) {
         si_err_set(err, "plan: layout \"%s\" is not nhwc or nchw", p->layout);
+        goto out;
+    }
+    if (strcmp(p->encoding, "zeros") && strcmp(p->encoding, "dense")) {
+        si_err_set(err, "plan: encoding \"%s\" is not zeros or dense", p->encoding);
         goto out;
     }
     json_t *chain = json_object_get(root, "chain");
@@ -151,8 +157,9 @@ char *si_plan_dump(const si_plan_t *p) {
         json_array_append_new(steps, json_pack("{s:s, s:i, s:o}", "segment", s->segment, "bands",
                                                s->bands, "functions", f));
     }
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:b, s:b, s:o}", "name", p->name, "model",
-                          p->model, "dtype", p->dtype, "layout", p->layout, "timeout_ms",
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:b, s:b, s:o}", "name", p->name, "model",
+                          p->model, "dtype", p->dtype, "layout", p->layout, "encoding", p->encoding,
+                          "timeout_ms",
                           p->timeout_ms, "chain", p->chain, "resident", p->resident,
                           "steps", steps);
     char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

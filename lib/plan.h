@@ -13,6 +13,10 @@
  *     "dtype": "fp32",               wire dtype of activations: fp32|bf16|fp16
  *     "layout": "nhwc",              how activations lie on the wire: nhwc|nchw
  *                                    (nhwc: as the kernels hold them, no reorders)
+ *     "encoding": "zeros",           zeros: a whole fp32 activation that goes on to
+ *                                    a one-band step may travel as Tensor.ZEROS
+ *                                    (lossless, its zeros left out) where that
+ *                                    is smaller; dense: never
  *     "timeout_ms": 10000,           per call to a function
  *     "chain": false,                true: see below
  *     "resident": false,             true: see below
@@ -67,6 +71,7 @@ typedef struct si_plan {
     char model[SI_MAX_NAME];
     char dtype[8];  /* "fp32", "bf16" or "fp16" */
     char layout[8]; /* "nhwc" or "nchw" */
+    char encoding[8]; /* "zeros" or "dense" */
     int timeout_ms; /* per function call */
     int chain;      /* runs of one-band steps are chained (see above) */
     int resident;   /* runs of banded steps are resident (see above) */

@@ -407,8 +407,12 @@ si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
     if (si_engine_run(c->engine, in, reply->out, err) < 0) goto unlock;
     uint64_t t3 = now_us();
     int od[4];
+    /* ZEROS (lossless) where the caller allows it; the encoder sends it only
+     * when it is smaller, and only float32 has it. */
     si_wire_tensor_t y = {.ndim = si_engine_out_dims(c->engine, od), .data = reply->out,
-                          .dtype = rq.reply_dtype, .layout = lout};
+                          .dtype = rq.reply_dtype, .layout = lout,
+                          .encoding = rq.reply_dtype == SI_WIRE_FP32 ? rq.reply_encoding
+                                                                     : SI_WIRE_DENSE};
     for (int i = 0; i < y.ndim; i++) y.dims[i] = od[i];
     reply->out_elems = (int64_t)si_engine_out_numel(c->engine);
     int row0 = y.ndim == 4 ? a : 0;
@@ -436,7 +440,8 @@ si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
          * the chain's dtype, with the rest of the chain and the time left. */
         si_wire_request_t next = {.request_id = rq.request_id, .segment = rq.then[0], .input = y,
                                   .reply_dtype = rq.reply_dtype,
-                                  .reply_layout = rq.reply_layout, .then = rq.then + 1,
+                                  .reply_layout = rq.reply_layout,
+                                  .reply_encoding = rq.reply_encoding, .then = rq.then + 1,
                                   .n_then = rq.n_then - 1};
         if (rq.timeout_ms) {
             /* We give up a little before our caller does (a tenth of the time

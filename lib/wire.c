@@ -217,6 +217,137 @@ void si_wire_unpack_elems(si_wire_dtype_t dt, const uint8_t *src, size_t n, floa
     }
 }
 
+/* ---- the ZEROS encoding ---- */
+
+size_t si_wire_zeros_bitmap(size_t n) { return n / 8 + (n % 8 != 0); }
+
+static inline uint32_t load_u32(const uint8_t *p) {
+    uint32_t x;
+    memcpy(&x, p, sizeof x);
+    return x;
+}
+
+#if defined(__x86_64__)
+/* AVX-512 does a ZEROS block of 16 elements in a few instructions: a mask of
+ * the nonzero ones, then a compress (encode) or expand (decode) by it. The
+ * register forms with masked loads and stores: the memory form of vpcompressd
+ * is microcoded on AMD Zen 4, and masked accesses never touch bytes past a
+ * buffer's end. Both return how many elements they did (a multiple of 16); the
+ * tail goes through the C code. */
+__attribute__((target("avx512f"))) static size_t zeros_count_avx512(const float *src, size_t n,
+                                                                    size_t *nnz) {
+    size_t i = 0, c = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i v = _mm512_loadu_si512((const void *)(src + i));
+        c += (size_t)__builtin_popcount(_mm512_test_epi32_mask(v, v));
+    }
+    *nnz = c;
+    return i;
+}
+
+__attribute__((target("avx512f"))) static size_t zeros_pack_avx512(const float *src, size_t n,
+                                                                   uint8_t *bm, uint8_t *vals,
+                                                                   size_t *k) {
+    size_t i = 0, j = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i v = _mm512_loadu_si512((const void *)(src + i));
+        __mmask16 m = _mm512_test_epi32_mask(v, v);
+        bm[i / 8] = (uint8_t)m, bm[i / 8 + 1] = (uint8_t)(m >> 8);
+        int c = __builtin_popcount(m);
+        _mm512_mask_storeu_epi32(vals + 4 * j, (__mmask16)((1u << c) - 1),
+                                 _mm512_maskz_compress_epi32(m, v));
+        j += (size_t)c;
+    }
+    *k = j;
+    return i;
+}
+
+__attribute__((target("avx512f"))) static size_t zeros_unpack_avx512(const uint8_t *bm,
+                                                                     const uint8_t *vals, size_t n,
+                                                                     float *dst, size_t *k) {
+    size_t i = 0, j = 0;
+    for (; i + 16 <= n; i += 16) {
+        __mmask16 m = (__mmask16)(bm[i / 8] | bm[i / 8 + 1] << 8);
+        int c = __builtin_popcount(m);
+        __m512i v = _mm512_maskz_loadu_epi32((__mmask16)((1u << c) - 1), vals + 4 * j);
+        _mm512_storeu_si512((void *)(dst + i), _mm512_maskz_expand_epi32(m, v));
+        j += (size_t)c;
+    }
+    *k = j;
+    return i;
+}
+
+static int have_avx512(void) {
+    static int known = -1; /* a benign race, as have_f16c */
+    if (known < 0) known = __builtin_cpu_supports("avx512f");
+    return known;
+}
+#else
+static size_t zeros_count_avx512(const float *src, size_t n, size_t *nnz) {
+    return (void)src, (void)n, *nnz = 0, 0;
+}
+static size_t zeros_pack_avx512(const float *src, size_t n, uint8_t *bm, uint8_t *vals, size_t *k) {
+    return (void)src, (void)n, (void)bm, (void)vals, *k = 0, 0;
+}
+static size_t zeros_unpack_avx512(const uint8_t *bm, const uint8_t *vals, size_t n, float *dst,
+                                  size_t *k) {
+    return (void)bm, (void)vals, (void)n, (void)dst, *k = 0, 0;
+}
+static int have_avx512(void) { return 0; }
+#endif
+
+size_t si_wire_zeros_count(const float *src, size_t n) {
+    size_t c = 0, i = have_avx512() ? zeros_count_avx512(src, n, &c) : 0;
+    for (; i < n; i++) c += f32_bits(src[i]) != 0;
+    return c;
+}
+
+/* The vector loops do whole blocks of 16 elements, which start on a bitmap
+ * byte; the C loops carry on from there, bit by bit. */
+size_t si_wire_zeros_pack(const float *src, size_t n, uint8_t *dst) {
+    uint8_t *bm = dst, *vals = dst + si_wire_zeros_bitmap(n);
+    size_t j = 0, i = have_avx512() ? zeros_pack_avx512(src, n, bm, vals, &j) : 0;
+    for (; i < n; i++) {
+        uint32_t x = f32_bits(src[i]);
+        if (i % 8 == 0) bm[i / 8] = 0;
+        if (x) {
+            bm[i / 8] |= (uint8_t)(1u << (i % 8));
+            memcpy(vals + 4 * j++, &x, 4);
+        }
+    }
+    return si_wire_zeros_bitmap(n) + 4 * j;
+}
+
+int si_wire_zeros_check(const uint8_t *src, size_t len, size_t n) {
+    size_t nb = si_wire_zeros_bitmap(n), c = 0;
+    if (len < nb) return -1;
+    size_t i = 0;
+    for (; i + 4 <= nb; i += 4) c += (size_t)__builtin_popcount(load_u32(src + i));
+    for (; i < nb; i++) c += (size_t)__builtin_popcount(src[i]);
+    if (n % 8 && src[nb - 1] >> (n % 8)) return -1; /* a bit past the last element */
+    return (len - nb) / 4 == c && (len - nb) % 4 == 0 ? 0 : -1;
+}
+
+void si_wire_zeros_unpack(const uint8_t *src, size_t n, float *dst) {
+    const uint8_t *bm = src, *vals = src + si_wire_zeros_bitmap(n);
+    size_t j = 0, i = have_avx512() ? zeros_unpack_avx512(bm, vals, n, dst, &j) : 0;
+    for (; i < n; i++) {
+        uint32_t x = 0;
+        if (bm[i / 8] >> (i % 8) & 1) x = load_u32(vals + 4 * j++);
+        dst[i] = bits_f32(x);
+    }
+}
+
+void si_wire_tensor_floats(const si_wire_tensor_t *t, float *dst) {
+    size_t n = (size_t)si_wire_tensor_numel(t);
+    if (t->data)
+        memcpy(dst, t->data, n * sizeof *dst);
+    else if (t->encoding == SI_WIRE_ZEROS)
+        si_wire_zeros_unpack(t->bytes, n, dst);
+    else
+        si_wire_unpack_elems(t->dtype, t->bytes, n, dst);
+}
+
 /* One 16-bit element of src as dt, little-endian. */
 static inline uint16_t elem16(si_wire_dtype_t dt, float f) {
     return dt == SI_WIRE_BF16 ? to_bf16(f) : to_f16(f);
@@ -303,6 +434,21 @@ static int check_layout(int layout, int ndim, const char *what, si_err_t *err) {
 
 /* Row 0 of a band and its height must leave every row an int32; a band of
  * no rows is only for rows0_ok (a from_held request). */
+static int check_encoding(int enc, int dtype, const char *what, si_err_t *err) {
+    if (enc != SI_WIRE_DENSE && enc != SI_WIRE_ZEROS)
+        return si_err_set(err, "%s: unknown encoding %d (DENSE = 0, ZEROS = 1)", what, enc);
+    if (enc == SI_WIRE_ZEROS && dtype != SI_WIRE_FP32)
+        return si_err_set(err, "%s: ZEROS encodes float32 only, not %s", what,
+                          si_wire_dtype_name((si_wire_dtype_t)dtype));
+    return 0;
+}
+
+static int check_reply_encoding(int enc, si_err_t *err) {
+    if (enc != SI_WIRE_DENSE && enc != SI_WIRE_ZEROS)
+        return si_err_set(err, "StageRequest.reply_encoding: unknown encoding %d", enc);
+    return 0;
+}
+
 static int check_row0(const si_wire_tensor_t *t, int32_t row0, int rows0_ok, const char *what,
                       si_err_t *err) {
     if (t->ndim == 4 && t->dims[2] == 0 && !rows0_ok)
@@ -375,6 +521,8 @@ typedef struct sink {
     size_t elems_len;      /* wire bytes of the tensor */
     si_wire_dtype_t dtype; /* how the elements travel */
     int encoded;           /* elems are wire bytes already: copied as they are */
+    size_t zeros_n;        /* > 0: elems are that many floats, sent as ZEROS (elems_len
+                              bytes, at most the floats' own: the range check holds) */
     int by_ref;            /* leave the elements where they are (iov) */
     size_t seen;           /* element bytes protobuf-c has handed over */
     int bad;               /* protobuf-c did something unexpected */
@@ -392,11 +540,13 @@ static void sink_append(ProtobufCBuffer *b, size_t len, const uint8_t *data) {
         }
         s->seen += len;
         if (s->by_ref) return; /* they stay in the caller's buffer */
-        if (len > s->cap - s->len) {
-            s->bad = 1;
+        if (len > s->cap - s->len || (s->zeros_n && len != s->elems_len)) {
+            s->bad = 1; /* ZEROS is encoded in one piece, as protobuf-c hands bytes over */
             return;
         }
-        if (s->encoded)
+        if (s->zeros_n)
+            si_wire_zeros_pack(s->elems, s->zeros_n, s->out + s->len);
+        else if (s->encoded)
             memcpy(s->out + s->len, (const uint8_t *)s->elems + off, len);
         else
             put_elems(s->dtype, s->elems, off, len, s->out + s->len);
@@ -418,12 +568,13 @@ static void sink_append(ProtobufCBuffer *b, size_t len, const uint8_t *data) {
  * the bytes to send; for bf16/fp16 the first half of them stands in for the
  * converted elements, which the sink produces as protobuf-c reaches them
  * (pack_to_buffer never reads a bytes field itself). */
-static int tensor_to_pb(const si_wire_tensor_t *t, Splitinfer__Tensor *pb, const char *what,
-                        si_err_t *err) {
+static int tensor_to_pb(const si_wire_tensor_t *t, Splitinfer__Tensor *pb, size_t *zeros_n,
+                        const char *what, si_err_t *err) {
     int64_t numel;
     if (check_dims(t->ndim, t->dims, &numel, what, err)) return -1;
     if (check_dtype((int)t->dtype, what, err)) return -1;
     if (check_layout((int)t->layout, t->ndim, what, err)) return -1;
+    if (check_encoding((int)t->encoding, (int)t->dtype, what, err)) return -1;
     if (!t->data && !t->bytes) return si_err_set(err, "%s: no data", what);
     splitinfer__tensor__init(pb);
     pb->n_dims = (size_t)t->ndim;
@@ -432,6 +583,23 @@ static int tensor_to_pb(const si_wire_tensor_t *t, Splitinfer__Tensor *pb, const
     pb->layout = (Splitinfer__Tensor__Layout)t->layout;
     pb->data.data = (uint8_t *)(t->bytes ? t->bytes : (const void *)t->data);
     pb->data.len = (size_t)numel * si_wire_dtype_size(t->dtype);
+    *zeros_n = 0;
+    if (t->encoding != SI_WIRE_ZEROS) return 0;
+    if (t->bytes) { /* encoded already: sent as they are, once checked */
+        if (si_wire_zeros_check(t->bytes, t->nbytes, (size_t)numel) < 0)
+            return si_err_set(err, "%s: %zu bytes are not a ZEROS encoding of %lld elements", what,
+                              t->nbytes, (long long)numel);
+        pb->encoding = SPLITINFER__TENSOR__ENCODING__ZEROS;
+        pb->data.len = t->nbytes;
+        return 0;
+    }
+    /* From floats: ZEROS only where it saves a sixteenth of the bytes; the
+     * count costs a read of the elements, cheap next to sending them. */
+    size_t zlen = si_wire_zeros_bitmap((size_t)numel) + 4 * si_wire_zeros_count(t->data, (size_t)numel);
+    if (zlen > pb->data.len - pb->data.len / 16) return 0;
+    pb->encoding = SPLITINFER__TENSOR__ENCODING__ZEROS;
+    pb->data.len = zlen;
+    *zeros_n = (size_t)numel;
     return 0;
 }
 
@@ -439,14 +607,15 @@ static int tensor_to_pb(const si_wire_tensor_t *t, Splitinfer__Tensor *pb, const
  * With iov: fp32 or already encoded elements by reference, the rest in
  * iov->owned. */
 static int pack(const ProtobufCMessage *msg, const si_wire_tensor_t *t,
-                const Splitinfer__Tensor *pb, uint8_t **out, size_t *len, si_wire_packed_t *iov,
-                si_err_t *err) {
+                const Splitinfer__Tensor *pb, size_t zeros_n, uint8_t **out, size_t *len,
+                si_wire_packed_t *iov, si_err_t *err) {
     sink_t s = {.base = {.append = sink_append},
                 .elems = pb->data.data,
                 .elems_len = pb->data.len,
                 .dtype = t->dtype,
                 .encoded = t->bytes != NULL,
-                .by_ref = iov && (t->dtype == SI_WIRE_FP32 || t->bytes)};
+                .zeros_n = zeros_n,
+                .by_ref = iov && !zeros_n && (t->dtype == SI_WIRE_FP32 || t->bytes)};
     size_t total = protobuf_c_message_get_packed_size(msg);
     s.cap = s.by_ref ? total - s.elems_len : total;
     s.out = malloc(s.cap ? s.cap : 1);
@@ -473,13 +642,14 @@ static int pack(const ProtobufCMessage *msg, const si_wire_tensor_t *t,
 }
 
 static int request_to_pb(const si_wire_request_t *r, Splitinfer__StageRequest *m,
-                         Splitinfer__Tensor *t, Splitinfer__Resident *res, si_err_t *err) {
+                         Splitinfer__Tensor *t, Splitinfer__Resident *res, size_t *zeros_n,
+                         si_err_t *err) {
     if (!r) return si_err_set(err, "StageRequest: NULL");
     if (check_str(r->request_id, "StageRequest.request_id", err) ||
         check_str(r->segment, "StageRequest.segment", err) ||
         check_dtype((int)r->reply_dtype, "StageRequest.reply_dtype", err) ||
-        check_reply_layout(r->reply_layout, err) ||
-        tensor_to_pb(&r->input, t, "StageRequest.input", err) || check_request_rows(r, err))
+        check_reply_layout(r->reply_layout, err) || check_reply_encoding((int)r->reply_encoding, err) ||
+        tensor_to_pb(&r->input, t, zeros_n, "StageRequest.input", err) || check_request_rows(r, err))
         return -1;
     splitinfer__stage_request__init(m);
     m->request_id = (char *)(r->request_id ? r->request_id : protobuf_c_empty_string);
@@ -489,6 +659,7 @@ static int request_to_pb(const si_wire_request_t *r, Splitinfer__StageRequest *m
     m->out_row_end = r->out_row_end;
     m->reply_dtype = (Splitinfer__Tensor__DType)r->reply_dtype;
     m->reply_layout = (Splitinfer__Tensor__Layout)r->reply_layout;
+    m->reply_encoding = (Splitinfer__Tensor__Encoding)r->reply_encoding;
     m->n_then = (size_t)r->n_then;
     m->then = (char **)r->then; /* packing only reads */
     m->timeout_ms = r->timeout_ms;
@@ -526,10 +697,10 @@ typedef struct reply_timings {
 } reply_timings_t;
 
 static int reply_to_pb(const si_wire_reply_t *r, Splitinfer__StageReply *m, reply_timings_t *tm,
-                       Splitinfer__Tensor *t, si_err_t *err) {
+                       Splitinfer__Tensor *t, size_t *zeros_n, si_err_t *err) {
     if (!r) return si_err_set(err, "StageReply: NULL");
     if (check_str(r->request_id, "StageReply.request_id", err) ||
-        tensor_to_pb(&r->output, t, "StageReply.output", err) ||
+        tensor_to_pb(&r->output, t, zeros_n, "StageReply.output", err) ||
         check_row0(&r->output, r->out_row0, 0, "StageReply.out_row0", err))
         return -1;
     if (r->n_chain < 0 || r->n_chain > SI_WIRE_MAX_CHAIN)
@@ -555,32 +726,36 @@ int si_wire_encode_request(const si_wire_request_t *req, uint8_t **out, size_t *
     Splitinfer__StageRequest m;
     Splitinfer__Tensor t;
     Splitinfer__Resident res;
-    if (request_to_pb(req, &m, &t, &res, err)) return -1;
-    return pack(&m.base, &req->input, &t, out, len, NULL, err);
+    size_t zn;
+    if (request_to_pb(req, &m, &t, &res, &zn, err)) return -1;
+    return pack(&m.base, &req->input, &t, zn, out, len, NULL, err);
 }
 
 int si_wire_encode_request_iov(const si_wire_request_t *req, si_wire_packed_t *out, si_err_t *err) {
     Splitinfer__StageRequest m;
     Splitinfer__Tensor t;
     Splitinfer__Resident res;
-    if (request_to_pb(req, &m, &t, &res, err)) return -1;
-    return pack(&m.base, &req->input, &t, NULL, NULL, out, err);
+    size_t zn;
+    if (request_to_pb(req, &m, &t, &res, &zn, err)) return -1;
+    return pack(&m.base, &req->input, &t, zn, NULL, NULL, out, err);
 }
 
 int si_wire_encode_reply(const si_wire_reply_t *rep, uint8_t **out, size_t *len, si_err_t *err) {
     Splitinfer__StageReply m;
     reply_timings_t tm;
     Splitinfer__Tensor t;
-    if (reply_to_pb(rep, &m, &tm, &t, err)) return -1;
-    return pack(&m.base, &rep->output, &t, out, len, NULL, err);
+    size_t zn;
+    if (reply_to_pb(rep, &m, &tm, &t, &zn, err)) return -1;
+    return pack(&m.base, &rep->output, &t, zn, out, len, NULL, err);
 }
 
 int si_wire_encode_reply_iov(const si_wire_reply_t *rep, si_wire_packed_t *out, si_err_t *err) {
     Splitinfer__StageReply m;
     reply_timings_t tm;
     Splitinfer__Tensor t;
-    if (reply_to_pb(rep, &m, &tm, &t, err)) return -1;
-    return pack(&m.base, &rep->output, &t, NULL, NULL, out, err);
+    size_t zn;
+    if (reply_to_pb(rep, &m, &tm, &t, &zn, err)) return -1;
+    return pack(&m.base, &rep->output, &t, zn, NULL, NULL, out, err);
 }
 
 void si_wire_packed_free(si_wire_packed_t *p) {
@@ -594,7 +769,7 @@ void si_wire_packed_free(si_wire_packed_t *p) {
 /* Validates a tensor's parts and points v at its elements: straight at bytes
  * for aligned fp32, else converted into scratch or a malloc'd array (unless
  * opts->raw: then only bytes). */
-static int tensor_from_parts(size_t ndims, const int64_t *dims, int dtype, int layout,
+static int tensor_from_parts(size_t ndims, const int64_t *dims, int dtype, int layout, int enc,
                              const uint8_t *bytes, size_t nbytes, si_wire_tensor_t *v,
                              si_wire_owned_t *own, const si_wire_decode_opts_t *opts,
                              const char *what, si_err_t *err) {
@@ -604,9 +779,16 @@ static int tensor_from_parts(size_t ndims, const int64_t *dims, int dtype, int l
     if (check_dims((int)ndims, dims, &numel, what, err)) return -1;
     if (check_dtype(dtype, what, err)) return -1;
     if (check_layout(layout, (int)ndims, what, err)) return -1;
+    if (check_encoding(enc, dtype, what, err)) return -1;
     si_wire_dtype_t dt = (si_wire_dtype_t)dtype;
     size_t want = (size_t)numel * si_wire_dtype_size(dt);
-    if (nbytes != want) {
+    if (enc == SI_WIRE_ZEROS) {
+        if (si_wire_zeros_check(bytes, nbytes, (size_t)numel) < 0) {
+            char b[128];
+            return si_err_set(err, "%s: %zu data bytes are not a ZEROS encoding of dims %s", what,
+                              nbytes, fmt_dims((int)ndims, dims, b, sizeof b));
+        }
+    } else if (nbytes != want) {
         char b[128];
         return si_err_set(err, "%s: %zu data bytes, but dims %s as %s need %zu", what, nbytes,
                           fmt_dims((int)ndims, dims, b, sizeof b), si_wire_dtype_name(dt), want);
@@ -616,8 +798,10 @@ static int tensor_from_parts(size_t ndims, const int64_t *dims, int dtype, int l
     memcpy(v->dims, dims, ndims * sizeof *dims);
     v->dtype = dt;
     v->layout = (si_wire_layout_t)layout;
+    v->encoding = (si_wire_encoding_t)enc;
     v->bytes = bytes;
-    if (dt == SI_WIRE_FP32 && (uintptr_t)bytes % _Alignof(float) == 0) {
+    v->nbytes = nbytes;
+    if (enc == SI_WIRE_DENSE && dt == SI_WIRE_FP32 && (uintptr_t)bytes % _Alignof(float) == 0) {
         v->data = (const float *)(const void *)bytes; /* zero copy */
         return 0;
     }
@@ -632,7 +816,10 @@ static int tensor_from_parts(size_t ndims, const int64_t *dims, int dtype, int l
             return si_err_set(err, "%s: out of memory for %lld floats", what, (long long)numel);
         own->floats = dst;
     }
-    si_wire_unpack_elems(dt, bytes, (size_t)numel, dst);
+    if (enc == SI_WIRE_ZEROS)
+        si_wire_zeros_unpack(bytes, (size_t)numel, dst);
+    else
+        si_wire_unpack_elems(dt, bytes, (size_t)numel, dst);
     v->data = dst;
     return 0;
 }
@@ -640,8 +827,9 @@ static int tensor_from_parts(size_t ndims, const int64_t *dims, int dtype, int l
 static int tensor_from_pb(const Splitinfer__Tensor *pb, si_wire_tensor_t *v, si_wire_owned_t *own,
                           const si_wire_decode_opts_t *opts, const char *what, si_err_t *err) {
     if (!pb) return si_err_set(err, "%s: missing", what);
-    return tensor_from_parts(pb->n_dims, pb->dims, (int)pb->dtype, (int)pb->layout, pb->data.data,
-                             pb->data.len, v, own, opts, what, err);
+    return tensor_from_parts(pb->n_dims, pb->dims, (int)pb->dtype, (int)pb->layout,
+                             (int)pb->encoding, pb->data.data, pb->data.len, v, own, opts, what,
+                             err);
 }
 
 static void owned_free(si_wire_owned_t *o) {
@@ -691,7 +879,7 @@ static int rd_field(rd_t *r, uint32_t *num, int *wire, uint64_t *val, const uint
 typedef struct raw_tensor {
     size_t ndims;
     int64_t dims[4];
-    int dtype, layout;
+    int dtype, layout, encoding;
     const uint8_t *data;
     size_t len;
 } raw_tensor_t;
@@ -705,7 +893,7 @@ static int rd_tensor(const uint8_t *p, size_t n, raw_tensor_t *t) {
         int wire;
         uint64_t v = 0;
         const uint8_t *pl = NULL;
-        if (rd_field(&r, &num, &wire, &v, &pl) < 0 || num < 1 || num == 3 || (num > 4 && num < 15) ||
+        if (rd_field(&r, &num, &wire, &v, &pl) < 0 || num < 1 || num == 3 || (num > 5 && num < 15) ||
             num > 15 || (seen & (1u << num)))
             return -1;
         seen |= 1u << num;
@@ -717,9 +905,9 @@ static int rd_tensor(const uint8_t *p, size_t n, raw_tensor_t *t) {
                 if (t->ndims == 4 || rd_varint(&d, &x) < 0) return -1;
                 t->dims[t->ndims++] = (int64_t)x;
             }
-        } else if (num == 2 || num == 4) {
+        } else if (num == 2 || num == 4 || num == 5) {
             if (wire != 0 || v > 1000) return -1;
-            *(num == 2 ? &t->dtype : &t->layout) = (int)v;
+            *(num == 2 ? &t->dtype : num == 4 ? &t->layout : &t->encoding) = (int)v;
         } else {
             if (wire != 2) return -1;
             t->data = pl, t->len = (size_t)v;
@@ -787,7 +975,7 @@ static int rd_request(const uint8_t *buf, size_t len, si_wire_request_t *q, raw_
         uint64_t v = 0;
         const uint8_t *pl = NULL;
         if (rd_field(&r, &num, &wire, &v, &pl) < 0 || num < 1 || num > 15 || num == 7 ||
-            (num > 11 && num < 15) || (num != 8 && (seen & (1u << num))))
+            (num > 12 && num < 15) || (num != 8 && (seen & (1u << num))))
             return -1;
         seen |= 1u << num;
         if ((num <= 2 || num == 8 || num == 11 || num == 15) != (wire == 2)) return -1;
@@ -805,6 +993,7 @@ static int rd_request(const uint8_t *buf, size_t len, si_wire_request_t *q, raw_
         case 9: q->timeout_ms = (int32_t)v; break;
         case 10: if (v > 1000) return -1; q->reply_layout = (si_wire_layout_t)v; break;
         case 11: if (rd_resident(pl, (size_t)v, q) < 0) return -1; break;
+        case 12: if (v > 1000) return -1; q->reply_encoding = (si_wire_encoding_t)v; break;
         case 15: if (rd_tensor(pl, (size_t)v, t) < 0) return -1; have_tensor = 1; break;
         }
     }
@@ -868,7 +1057,8 @@ int si_wire_decode_request_view(const void *buf, size_t len, si_wire_request_t *
     req->owned.strs = pool;
     if (check_dtype((int)req->reply_dtype, "StageRequest.reply_dtype", err) ||
         check_reply_layout((int)req->reply_layout, err) ||
-        tensor_from_parts(t.ndims, t.dims, t.dtype, t.layout, t.data, t.len, &req->input,
+        check_reply_encoding((int)req->reply_encoding, err) ||
+        tensor_from_parts(t.ndims, t.dims, t.dtype, t.layout, t.encoding, t.data, t.len, &req->input,
                           &req->owned, opts, "StageRequest.input", err) ||
         check_request_rows(req, err)) {
         si_wire_request_free(req);
@@ -888,7 +1078,7 @@ int si_wire_decode_reply_view(const void *buf, size_t len, si_wire_reply_t *rep,
         return si_wire_decode_reply(buf, len, rep, opts, err);
     }
     rep->owned.strs = pool;
-    if (tensor_from_parts(t.ndims, t.dims, t.dtype, t.layout, t.data, t.len, &rep->output,
+    if (tensor_from_parts(t.ndims, t.dims, t.dtype, t.layout, t.encoding, t.data, t.len, &rep->output,
                           &rep->owned, opts, "StageReply.output", err) ||
         check_row0(&rep->output, rep->out_row0, 0, "StageReply.out_row0", err)) {
         si_wire_reply_free(rep);
@@ -918,6 +1108,7 @@ int si_wire_decode_request(const void *buf, size_t len, si_wire_request_t *req,
     req->out_row_end = m->out_row_end;
     req->reply_dtype = (si_wire_dtype_t)m->reply_dtype;
     req->reply_layout = (si_wire_layout_t)m->reply_layout;
+    req->reply_encoding = (si_wire_encoding_t)m->reply_encoding;
     req->then = (const char *const *)m->then;
     req->n_then = m->n_then > SI_WIRE_MAX_CHAIN ? SI_WIRE_MAX_CHAIN + 1 : (int)m->n_then;
     req->timeout_ms = m->timeout_ms;
@@ -931,6 +1122,7 @@ int si_wire_decode_request(const void *buf, size_t len, si_wire_request_t *req,
         check_str(m->segment, "StageRequest.segment", err) ||
         check_dtype((int)m->reply_dtype, "StageRequest.reply_dtype", err) ||
         check_reply_layout((int)m->reply_layout, err) ||
+        check_reply_encoding((int)m->reply_encoding, err) ||
         tensor_from_pb(m->input, &req->input, &req->owned, opts, "StageRequest.input", err) ||
         check_request_rows(req, err)) {
         si_wire_request_free(req);

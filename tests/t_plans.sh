@@ -6,7 +6,10 @@
 #    So do chained plans (plan.h "chain"): pipeline-chain, blocks chained, and a
 #    plan whose chains are broken by a banded step, and parallel with NCHW
 #    activations on the wire (NHWC is the default). Every step of every plan
-#    reports its compute time in the answer, chained steps included.
+#    reports its compute time in the answer, chained steps included. The
+#    pipeline's activations travel as ZEROS (lossless, plan "encoding"): its
+#    layer1 output crosses in under 0.9 of its dense bytes, and in no fewer
+#    with "encoding": "dense".
 #  - MobileNetV2 (trained, ../shared/models): baseline, a pipeline cut at its
 #    own cut points and a banded parallel plan give the same top-1 on the 100
 #    photos as the in-process `splitinfer classify`.
@@ -40,7 +43,8 @@ EOF
 # Activations as NCHW on the wire (the default is NHWC): the gateway cuts and
 # stitches bands of the other layout, and each function reorders at its ends.
 "$PY" -c "import json; d=json.load(open('plans/parallel.json')); d['layout']='nchw'; d['name']='parallel-nchw'; json.dump(d, open('$W/parallel-nchw.json','w'))"
-for plan in baseline pipeline blocks parallel parallel-resident pipeline-chain blocks-chain mixed-chain parallel-nchw; do
+"$PY" -c "import json; d=json.load(open('plans/pipeline.json')); d['encoding']='dense'; d['name']='pipeline-dense'; json.dump(d, open('$W/pipeline-dense.json','w'))"
+for plan in baseline pipeline pipeline-dense blocks parallel parallel-resident pipeline-chain blocks-chain mixed-chain parallel-nchw; do
     pf=plans/$plan.json
     [ -f "$pf" ] || pf=$W/$plan.json
     up_start "$pf" "$R50" "$W/up-$plan.log" || { failed=1; continue; }
@@ -64,8 +68,14 @@ r2 = np.abs(oip - ref).max() / np.abs(ref).max()
 top = d["top"][0]["index"]
 steps = d["steps"]
 traced = len(steps) == int(sys.argv[6]) and all(s["compute_ms"] > 0 and s["network_ms"] >= 0 for s in steps)
+# layer1's output, [1,256,56,56] float32, dense: 3211264 bytes of elements
+sized = True
+if sys.argv[4] in ("pipeline", "pipeline-dense"):
+    got_b, dense_b = steps[1]["bytes_received"], 256 * 56 * 56 * 4
+    sized = got_b < 0.9 * dense_b if sys.argv[4] == "pipeline" else got_b >= dense_b
+    print(f"  layer1's reply: {got_b} bytes, {got_b / dense_b:.3f} of its dense elements")
 print(f"{sys.argv[4]:14s} {sys.argv[5]:28s} classify rel {r1:.1e}  oip rel {r2:.1e}  top1 {top} (ref {int(ref.argmax())})  {d['ms']:.0f} ms, network {d['network_ms']:.1f} ms, {len(steps)} steps traced")
-sys.exit(0 if r1 <= 1e-4 and r2 <= 1e-4 and top == int(ref.argmax()) and traced else 1)
+sys.exit(0 if r1 <= 1e-4 and r2 <= 1e-4 and top == int(ref.argmax()) and traced and sized else 1)
 PYEOF
         then echo "FAIL: $plan $b"; head -c 300 "$W/$b.$plan.json"; echo; failed=1; fi
     done

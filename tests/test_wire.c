@@ -1186,6 +1186,202 @@ static void test_encode_rejects(void **state) {
     assert_int_equal(si_wire_tensor_numel(&bad), 0);
 }
 
+
+/* ---- the ZEROS encoding ---- */
+
+/* The encoding as the .proto words it, one element at a time: what the
+ * vector code must produce byte for byte. */
+static size_t zeros_reference(const float *src, size_t n, uint8_t *dst) {
+    size_t nb = (n + 7) / 8, k = 0;
+    memset(dst, 0, nb);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t x = bits(src[i]);
+        if (!x) continue;
+        dst[i / 8] |= (uint8_t)(1u << (i % 8));
+        memcpy(dst + nb + 4 * k++, &x, 4);
+    }
+    return nb + 4 * k;
+}
+
+/* n elements, a fraction zero_pct / 100 of them +0.0, the rest random with
+ * -0.0, NaN and infinities among them (all kept: they are not all-zero bits). */
+static float *zeros_input(size_t n, int zero_pct) {
+    float *x = malloc((n ? n : 1) * sizeof *x);
+    for (size_t i = 0; i < n; i++) {
+        x[i] = (int)(rnd() % 100) < zero_pct ? 0.0f : frand(4);
+        if (x[i] == 0.0f && rnd() % 50 == 0) x[i] = -0.0f;
+    }
+    if (n > 3 && zero_pct < 100) x[1] = from_bits(0x7fc00001), x[2] = INFINITY, x[3] = -0.0f;
+    return x;
+}
+
+/* Every length around the 16-element vector blocks and the 8-element bitmap
+ * bytes, every density: encoded exactly as the reference, checked, decoded
+ * back bit for bit. */
+static void test_zeros_codec(void **state) {
+    (void)state;
+    const size_t ns[] = {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100, 1000, 100003};
+    const int pcts[] = {0, 30, 90, 100};
+    for (size_t a = 0; a < sizeof ns / sizeof *ns; a++)
+        for (size_t b = 0; b < sizeof pcts / sizeof *pcts; b++) {
+            size_t n = ns[a];
+            float *x = zeros_input(n, pcts[b]), *y = malloc(n * sizeof *y);
+            size_t cap = (n + 7) / 8 + 4 * n;
+            uint8_t *want = malloc(cap), *got = malloc(cap);
+            size_t wl = zeros_reference(x, n, want);
+            assert_int_equal(si_wire_zeros_bitmap(n), (n + 7) / 8);
+            assert_int_equal(si_wire_zeros_bitmap(n) + 4 * si_wire_zeros_count(x, n), wl);
+            assert_int_equal(si_wire_zeros_pack(x, n, got), wl);
+            assert_memory_equal(got, want, wl);
+            assert_int_equal(si_wire_zeros_check(got, wl, n), 0);
+            memset(y, 0xa5, n * sizeof *y);
+            si_wire_zeros_unpack(got, n, y);
+            for (size_t i = 0; i < n; i++) assert_int_equal(bits(y[i]), bits(x[i]));
+            free(x), free(y), free(want), free(got);
+        }
+}
+
+/* What si_wire_zeros_check refuses: a bitmap cut short, a bit past the last
+ * element, elements missing or over, a length that is not whole elements. */
+static void test_zeros_check_rejects(void **state) {
+    (void)state;
+    float x[13] = {1, 0, 2, 0, 0, 3, 0, 0, 0, 4, 0, 0, 5};
+    uint8_t e[64];
+    size_t len = si_wire_zeros_pack(x, 13, e); /* 2 bitmap bytes + 5 elements */
+    assert_int_equal(len, 2 + 5 * 4);
+    assert_int_equal(si_wire_zeros_check(e, len, 13), 0);
+    assert_int_equal(si_wire_zeros_check(e, 1, 13), -1);       /* no room for the bitmap */
+    assert_int_equal(si_wire_zeros_check(e, len - 4, 13), -1); /* an element missing */
+    assert_int_equal(si_wire_zeros_check(e, len - 1, 13), -1); /* not whole elements */
+    assert_int_equal(si_wire_zeros_check(e, len, 12), -1);     /* the 13th bit is past 12 */
+    uint8_t f[64];
+    memcpy(f, e, len);
+    memset(f + len, 0, 4);
+    assert_int_equal(si_wire_zeros_check(f, len + 4, 13), -1); /* an element over */
+    f[1] |= 0x80;                                              /* bit 15 of 13 */
+    assert_int_equal(si_wire_zeros_check(f, len + 4, 13), -1);
+}
+
+/* ZEROS in messages: chosen only when it saves bytes, decoded exactly by
+ * both decoders, left encoded by a raw decode and forwarded as it came (by
+ * reference), refused for 16-bit dtypes and when corrupt; reply_encoding
+ * travels. */
+static void test_zeros_messages(void **state) {
+    (void)state;
+    enum { N = 8 * 7 * 32 }; /* [1, 8, 7, 32] */
+    float *sparse = zeros_input(N, 60), *dense = zeros_input(N, 0);
+    si_wire_reply_t rep = {.request_id = "z", .out_row0 = 0};
+    rep.output = (si_wire_tensor_t){.ndim = 4, .dims = {1, 8, 7, 32}, .data = sparse,
+                                    .dtype = SI_WIRE_FP32, .layout = SI_WIRE_NHWC,
+                                    .encoding = SI_WIRE_ZEROS};
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(si_wire_encode_reply(&rep, &buf, &len, NULL), 0);
+    size_t zlen = si_wire_zeros_bitmap(N) + 4 * si_wire_zeros_count(sparse, N);
+    assert_true(zlen < (size_t)N * 4 * 6 / 10); /* 60% zeros: well under dense */
+    assert_true(len > zlen && len < zlen + 64);
+    for (int view = 0; view < 2; view++) {
+        si_wire_reply_t d;
+        assert_int_equal(view ? si_wire_decode_reply_view(buf, len, &d, NULL, NULL)
+                              : si_wire_decode_reply(buf, len, &d, NULL, NULL), 0);
+        assert_int_equal(d.output.encoding, SI_WIRE_ZEROS);
+        assert_int_equal(d.output.nbytes, zlen);
+        for (int i = 0; i < N; i++) assert_int_equal(bits(d.output.data[i]), bits(sparse[i]));
+        float *f = malloc(N * sizeof *f);
+        si_wire_tensor_floats(&d.output, f);
+        assert_memory_equal(f, sparse, N * sizeof *f);
+        free(f);
+        si_wire_reply_free(&d);
+    }
+    /* raw: left encoded; forwarded as the next request's input, the same
+     * message as encoding the floats, its elements by reference. */
+    si_wire_decode_opts_t raw = {.raw = 1};
+    si_wire_reply_t d;
+    assert_int_equal(si_wire_decode_reply_view(buf, len, &d, &raw, NULL), 0);
+    assert_null(d.output.data);
+    assert_null(d.owned.floats);
+    assert_true((const uint8_t *)d.output.bytes + zlen == buf + len);
+    float *f = malloc(N * sizeof *f);
+    si_wire_tensor_floats(&d.output, f);
+    assert_memory_equal(f, sparse, N * sizeof *f);
+    free(f);
+    si_wire_request_t want = {.segment = "layer2", .reply_encoding = SI_WIRE_ZEROS};
+    si_wire_request_t fwd = want;
+    want.input = rep.output;
+    fwd.input = d.output;
+    uint8_t *a = NULL, *b = NULL;
+    size_t alen = 0, blen = 0;
+    assert_int_equal(si_wire_encode_request(&want, &a, &alen, NULL), 0);
+    assert_int_equal(si_wire_encode_request(&fwd, &b, &blen, NULL), 0);
+    assert_int_equal(alen, blen);
+    assert_memory_equal(a, b, alen);
+    si_wire_packed_t pk;
+    assert_int_equal(si_wire_encode_request_iov(&fwd, &pk, NULL), 0);
+    assert_int_equal(pk.iovcnt, 2);
+    assert_ptr_equal(pk.iov[1].iov_base, d.output.bytes);
+    assert_int_equal(pk.iov[1].iov_len, zlen);
+    si_wire_packed_free(&pk);
+    for (int view = 0; view < 2; view++) {
+        si_wire_request_t q;
+        assert_int_equal(view ? si_wire_decode_request_view(a, alen, &q, NULL, NULL)
+                              : si_wire_decode_request(a, alen, &q, NULL, NULL), 0);
+        assert_int_equal(q.reply_encoding, SI_WIRE_ZEROS);
+        assert_int_equal(q.input.encoding, SI_WIRE_ZEROS);
+        assert_memory_equal(q.input.data, sparse, N * sizeof(float));
+        si_wire_request_free(&q);
+    }
+    /* Every proper prefix is refused (the tensor is last, the check exact). */
+    for (size_t cut = 0; cut < alen; cut += 1 + cut / 16) {
+        si_wire_request_t q;
+        assert_int_equal(si_wire_decode_request_view(a, cut, &q, NULL, NULL), -1);
+    }
+    /* A corrupt bitmap is refused by both decoders. */
+    si_err_t err = {""};
+    si_wire_request_t q;
+    uint8_t *c = malloc(alen);
+    memcpy(c, a, alen);
+    c[alen - zlen] ^= 0x01; /* flip element 0's bit: one element too many or too few */
+    assert_int_equal(si_wire_decode_request_view(c, alen, &q, NULL, &err), -1);
+    assert_non_null(strstr(err.msg, "not a ZEROS encoding"));
+    assert_int_equal(si_wire_decode_request(c, alen, &q, NULL, &err), -1);
+    free(c);
+    free(a), free(b);
+    si_wire_reply_free(&d);
+    free(buf);
+    /* Dense data: ZEROS allowed but not worth it, so DENSE goes out. */
+    rep.output.data = dense;
+    assert_int_equal(si_wire_encode_reply(&rep, &buf, &len, NULL), 0);
+    assert_int_equal(si_wire_decode_reply_view(buf, len, &d, NULL, NULL), 0);
+    assert_int_equal(d.output.encoding, SI_WIRE_DENSE);
+    assert_int_equal(d.output.nbytes, (size_t)N * 4);
+    si_wire_reply_free(&d);
+    free(buf);
+    /* ZEROS is float32 only, both ways; an unknown encoding is refused. */
+    rep.output.data = sparse, rep.output.dtype = SI_WIRE_FP16;
+    assert_int_equal(si_wire_encode_reply(&rep, &buf, &len, &err), -1);
+    assert_non_null(strstr(err.msg, "ZEROS encodes float32 only"));
+    rep.output.dtype = SI_WIRE_FP32, rep.output.encoding = (si_wire_encoding_t)7;
+    assert_int_equal(si_wire_encode_reply(&rep, &buf, &len, &err), -1);
+    assert_non_null(strstr(err.msg, "unknown encoding 7"));
+    uint16_t h[24] = {0};
+    int64_t dims[4] = {1, 2, 3, 4};
+    Splitinfer__Tensor t = SPLITINFER__TENSOR__INIT;
+    t.n_dims = 4, t.dims = dims, t.dtype = SPLITINFER__TENSOR__DTYPE__FLOAT16;
+    t.encoding = SPLITINFER__TENSOR__ENCODING__ZEROS, t.data.data = (uint8_t *)h, t.data.len = 3;
+    Splitinfer__StageReply m = SPLITINFER__STAGE_REPLY__INIT;
+    m.output = &t;
+    expect_reply_error(&m, "ZEROS encodes float32 only");
+    Splitinfer__StageRequest mr = SPLITINFER__STAGE_REQUEST__INIT;
+    t.dtype = SPLITINFER__TENSOR__DTYPE__FLOAT32, t.encoding = SPLITINFER__TENSOR__ENCODING__DENSE;
+    t.data.len = 24 * 4;
+    float z[24] = {0};
+    t.data.data = (uint8_t *)z;
+    mr.input = &t;
+    mr.reply_encoding = (Splitinfer__Tensor__Encoding)5;
+    expect_request_error(&mr, "reply_encoding: unknown encoding 5");
+    free(sparse), free(dense);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dtype_names),
@@ -1212,6 +1408,9 @@ int main(void) {
         cmocka_unit_test(test_random_bytes),
         cmocka_unit_test(test_malformed_fields),
         cmocka_unit_test(test_encode_rejects),
+        cmocka_unit_test(test_zeros_codec),
+        cmocka_unit_test(test_zeros_check_rejects),
+        cmocka_unit_test(test_zeros_messages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
