@@ -61,6 +61,13 @@ static int run_plan(gw_srv_t *s, const float *in, float *out, si_gateway_trace_t
     if (!c) return si_http_json_error(resp, 500, "internal", "out of memory");
     si_err_t err = {{0}};
     si_gateway_status_t st = si_gateway_run(s->gw, c, in, out, tr, &err);
+    /* A function's bug (or an fp16 plan's overflow) must not become a 200
+     * with NaN probabilities or a JSON array that silently drops values. */
+    for (size_t i = 0, n = si_gateway_out_numel(s->gw); st == SI_GW_OK && i < n; i++)
+        if (!isfinite(out[i])) {
+            st = SI_GW_UPSTREAM_ERROR;
+            si_err_set(&err, "the plan's output is not finite (%g at element %zu)", (double)out[i], i);
+        }
     for (int i = 0; i < tr->n_steps; i++) {
         const char *lv[] = {s->step_names[i]};
         const si_gateway_step_trace_t *t = &tr->steps[i];
@@ -280,7 +287,9 @@ static int on_models(si_http_req_t *req, si_http_resp_t *resp, void *ud) {
         if (!post) return si_http_json_error(resp, 405, "method_not_allowed", "infer takes POST");
         return oip_infer(s, req, resp, name);
     }
-    if (post) return si_http_json_error(resp, 405, "method_not_allowed", "POST only to /infer");
+    if (strcmp(req->method, "GET") && strcmp(req->method, "HEAD"))
+        return si_http_json_error(resp, 405, "method_not_allowed", "%s: GET only, POST only to /infer",
+                                  req->method);
     if (!strcmp(tail, "/ready")) return on_ready(req, resp, ud);
     if (*tail) return si_http_json_error(resp, 404, "not_found", "no such route");
     const si_graph_t *g = si_gateway_graph(s->gw);

@@ -45,6 +45,9 @@ typedef struct stage_srv {
 /* The next function's reply: its output tensor (the logits, or a run's
  * output) and a few hundred bytes of timings. */
 #define NEXT_MAX_RESPONSE (SI_WIRE_MAX_ELEMS * 4 + (1u << 20))
+/* A chained call whose caller gave no timeout: both tries of the next call
+ * together (the gateway always gives one). */
+#define NEXT_DEFAULT_TIMEOUT_MS 30000
 
 static void client_free(void *c) { si_h2oc_free(c); }
 
@@ -57,11 +60,14 @@ static int forward(stage_srv_t *s, si_stage_reply_t *reply, si_err_t *err) {
     if (!c && (c = si_h2oc_new(s->next_url, err))) pthread_setspecific(s->client_key, c);
     if (!c) return 500;
     si_h2oc_resp_t r;
-    si_h2oc_post(c, "application/x-protobuf", reply->packed.iov, reply->packed.iovcnt,
-                 reply->forward_timeout_ms, NEXT_MAX_RESPONSE, &r);
+    /* Both tries share one budget: the caller's time left, or when it said
+     * none, NEXT_DEFAULT_TIMEOUT_MS. */
+    int budget = reply->forward_timeout_ms > 0 ? reply->forward_timeout_ms : NEXT_DEFAULT_TIMEOUT_MS;
+    si_h2oc_post(c, "application/x-protobuf", reply->packed.iov, reply->packed.iovcnt, budget,
+                 NEXT_MAX_RESPONSE, &r);
     double seconds = r.seconds;
-    int left = reply->forward_timeout_ms ? reply->forward_timeout_ms - (int)(seconds * 1e3) : 0;
-    if ((r.error == SI_H2OC_CONNECT || r.error == SI_H2OC_IO) && (!reply->forward_timeout_ms || left > 0)) {
+    int left = budget - (int)(seconds * 1e3);
+    if ((r.error == SI_H2OC_CONNECT || r.error == SI_H2OC_IO) && left > 0) {
         si_h2oc_resp_free(&r); /* within what is left of the caller's time */
         si_h2oc_post(c, "application/x-protobuf", reply->packed.iov, reply->packed.iovcnt, left,
                      NEXT_MAX_RESPONSE, &r);

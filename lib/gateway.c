@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "wire.h"
@@ -33,7 +34,7 @@ struct si_gateway {
     si_wire_dtype_t dtype;
     si_wire_layout_t layout; /* of the activations between functions */
     int zeros;               /* whole activations may travel as ZEROS (plan "encoding") */
-    unsigned id_prefix;      /* request ids: "<prefix>-<seq>", unique to this gateway */
+    unsigned long long id_prefix; /* request ids: "<prefix>-<seq>", random per gateway */
     atomic_ullong seq;
 };
 
@@ -113,7 +114,15 @@ si_gateway_t *si_gateway_new(const si_plan_t *plan, si_graph_t *g, si_err_t *err
             }
         }
     }
-    gw->id_prefix = (unsigned)getpid() * 2654435761u ^ (unsigned)time(NULL);
+    /* Random, not pid and time: in a container every gateway is pid 1, and
+     * replicas started in the same second would share ids, and so a resident
+     * band's held rows. */
+    if (getrandom(&gw->id_prefix, sizeof gw->id_prefix, 0) != (ssize_t)sizeof gw->id_prefix) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        gw->id_prefix = ((unsigned long long)ts.tv_sec << 30 ^ (unsigned long long)ts.tv_nsec) *
+                            0x9e3779b97f4a7c15ull ^ (unsigned long long)getpid();
+    }
     free(segs);
     return gw;
 fail:
@@ -424,12 +433,25 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
     if (si_httpc_post_many(client, K, calls, resps, err) < 0) goto out;
     /* A stage call is idempotent: one retry of what failed to connect or lost
      * its connection (a function restarting, a keep-alive connection the peer
-     * closed). A timeout is not retried: the plan's time is spent. */
-    for (int k = 0; k < K; k++) {
-        if (resps[k].error != SI_HTTPC_CONNECT && resps[k].error != SI_HTTPC_IO) continue;
-        si_httpc_resp_free(&resps[k]);
-        si_httpc_post_many(client, 1, &calls[k], &resps[k], err);
-        tr->retries++;
+     * closed), the bands that need it at once, in what is left of the plan's
+     * timeout. A timeout is not retried: the time is spent. */
+    int again[SI_PLAN_MAX_BANDS], n_again = 0;
+    int left_ms = gw->plan.timeout_ms - (int)((now_s() - t0) * 1e3);
+    for (int k = 0; k < K && left_ms > 0; k++)
+        if (resps[k].error == SI_HTTPC_CONNECT || resps[k].error == SI_HTTPC_IO) again[n_again++] = k;
+    if (n_again) {
+        si_httpc_call_t rc_calls[SI_PLAN_MAX_BANDS];
+        si_httpc_resp_t rc_resps[SI_PLAN_MAX_BANDS];
+        for (int a = 0; a < n_again; a++) {
+            rc_calls[a] = calls[again[a]];
+            rc_calls[a].timeout_ms = left_ms;
+        }
+        if (si_httpc_post_many(client, n_again, rc_calls, rc_resps, err) < 0) goto out;
+        for (int a = 0; a < n_again; a++) {
+            si_httpc_resp_free(&resps[again[a]]);
+            resps[again[a]] = rc_resps[a];
+        }
+        tr->retries += n_again;
     }
     /* A whole reply is kept as it came; band replies are stitched in the
      * wire's encoding (one copy of their rows). */
@@ -551,7 +573,8 @@ static si_gateway_status_t run_resident(si_gateway_t *gw, si_httpc_t *client, in
     si_gateway_status_t rc = SI_GW_FAILED;
     for (int attempt = 0; attempt < 2; attempt++) {
         char id[48];
-        snprintf(id, sizeof id, "%08x-%llu", gw->id_prefix, (unsigned long long)atomic_fetch_add(&gw->seq, 1));
+        snprintf(id, sizeof id, "%016llx-%llu", gw->id_prefix,
+                 (unsigned long long)atomic_fetch_add(&gw->seq, 1));
         int not_held = 0;
         for (int m = i; m < j; m++) {
             rc = run_step(gw, client, m, m + 1, x, xdt, xl, 0, 0, y, m == j - 1 ? out : NULL,
@@ -584,7 +607,7 @@ si_gateway_status_t si_gateway_run(si_gateway_t *gw, si_httpc_t *client, const f
     held_t cur = {0}; /* the previous step's output: x, until the next step has sent it */
     si_gateway_status_t rc = SI_GW_OK;
     for (int i = 0, j; i < gw->plan.n_steps && rc == SI_GW_OK; i = j) {
-        held_t next;
+        held_t next = {0}; /* a run that fails early may not touch it */
         if (si_plan_resident_end(&gw->plan, i) > i + 1) {
             j = si_plan_resident_end(&gw->plan, i);
             rc = run_resident(gw, client, i, j, x, xdt, xl, &next, j == gw->plan.n_steps ? out : NULL,

@@ -39,8 +39,8 @@ typedef struct si_gateway si_gateway_t;
 typedef enum si_gateway_status {
     SI_GW_OK = 0,
     SI_GW_BAD_INPUT,        /* the input tensor does not fit the model (HTTP 422) */
-    SI_GW_UPSTREAM_DOWN,    /* a function refused or dropped the connection, after one
-                               retry (HTTP 503) */
+    SI_GW_UPSTREAM_DOWN,    /* a function refused the connection, after one retry (HTTP
+                               503); one that dropped it mid-call is UPSTREAM_ERROR */
     SI_GW_UPSTREAM_TIMEOUT, /* a function did not answer within the plan's timeout (504) */
     SI_GW_UPSTREAM_ERROR,   /* a function answered with an error or a bad reply (502) */
     SI_GW_FAILED,           /* ours: out of memory (500) */

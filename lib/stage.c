@@ -2,6 +2,7 @@
 #include "stage.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,10 @@ struct si_stage {
     int n_steps;
     held_t held[SI_STAGE_HELD];
     size_t held_bytes;
+    /* What si_stage_held reports: set by each call before it lets go of the
+     * lock, so that reading them never waits for the next call's compute. */
+    atomic_int held_pub;
+    atomic_size_t held_bytes_pub;
 };
 
 static uint64_t now_us(void) {
@@ -113,12 +118,16 @@ int si_stage_add_step(si_stage_t *s, const char *segment, si_err_t *err) {
 }
 
 int si_stage_held(si_stage_t *s, size_t *bytes) {
-    pthread_mutex_lock(&s->lock);
+    if (bytes) *bytes = atomic_load(&s->held_bytes_pub);
+    return atomic_load(&s->held_pub);
+}
+
+/* Publishes what is held for si_stage_held. Caller holds the lock. */
+static void held_publish(si_stage_t *s) {
     int n = 0;
     for (int i = 0; i < SI_STAGE_HELD; i++) n += s->held[i].id[0] != 0;
-    if (bytes) *bytes = s->held_bytes;
-    pthread_mutex_unlock(&s->lock);
-    return n;
+    atomic_store(&s->held_pub, n);
+    atomic_store(&s->held_bytes_pub, s->held_bytes);
 }
 
 /* The held rows of value v for request id, or NULL. Caller holds the lock. */
@@ -473,6 +482,7 @@ si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
     reply->timings.encode_us = s->last_encode_us;
     st = SI_STAGE_OK;
 unlock:
+    held_publish(s);
     pthread_mutex_unlock(&s->lock);
     free(joined);
     si_wire_request_free(&rq);
@@ -484,44 +494,48 @@ int si_stage_chain_reply(si_stage_reply_t *reply, char *body, size_t len, uint64
                          si_err_t *err) {
     free(reply->down_body);
     reply->down_body = body;
+    si_wire_reply_free(&reply->down);
     si_wire_decode_opts_t raw = {.raw = 1};
-    si_wire_reply_t down;
-    if (si_wire_decode_reply_view(body, len, &down, &raw, err) < 0) return -1;
-    int rc = -1;
-    if (down.n_chain + 1 > SI_WIRE_MAX_CHAIN) {
+    /* Kept in the reply: the packed reply points at its elements, which lie
+     * in body, or in memory of its own when the decoder was protobuf-c's. */
+    si_wire_reply_t *down = &reply->down;
+    if (si_wire_decode_reply_view(body, len, down, &raw, err) < 0) return -1;
+    if (down->n_chain + 1 > SI_WIRE_MAX_CHAIN) {
         si_err_set(err, "the chain after this function reports %d functions; at most %d",
-                   down.n_chain + 1, SI_WIRE_MAX_CHAIN);
-        goto out;
+                   down->n_chain + 1, SI_WIRE_MAX_CHAIN);
+        si_wire_reply_free(down);
+        return -1;
     }
     /* Ours first, then the next function's, then the ones after it. */
     si_wire_reply_t rp;
     memset(&rp, 0, sizeof rp);
     rp.request_id = reply->request_id;
-    rp.output = down.output;
+    rp.output = down->output;
     rp.output.data = NULL; /* the elements go on as they came: bytes */
-    rp.out_row0 = down.out_row0;
+    rp.out_row0 = down->out_row0;
     rp.timings = reply->timings;
     rp.timings.forward_us = forward_us;
-    rp.chain[0] = down.timings;
-    memcpy(rp.chain + 1, down.chain, (size_t)down.n_chain * sizeof *down.chain);
-    rp.n_chain = down.n_chain + 1;
+    rp.chain[0] = down->timings;
+    memcpy(rp.chain + 1, down->chain, (size_t)down->n_chain * sizeof *down->chain);
+    rp.n_chain = down->n_chain + 1;
     si_wire_packed_t packed;
-    if (si_wire_encode_reply_iov(&rp, &packed, err) < 0) goto out;
+    if (si_wire_encode_reply_iov(&rp, &packed, err) < 0) {
+        si_wire_reply_free(down);
+        return -1;
+    }
     si_wire_packed_free(&reply->packed);
     reply->packed = packed;
     reply->timings = rp.timings;
     free(reply->out); /* sent to the next function; no longer pointed at */
     reply->out = NULL;
     reply->forward = 0;
-    rc = 0;
-out:
-    si_wire_reply_free(&down);
-    return rc;
+    return 0;
 }
 
 void si_stage_reply_free(si_stage_reply_t *reply) {
     si_wire_packed_free(&reply->packed);
     free(reply->out);
+    si_wire_reply_free(&reply->down);
     free(reply->down_body);
     memset(reply, 0, sizeof *reply);
 }

@@ -29,8 +29,8 @@
  *   - from_held: of the input rows the step needs, those held are taken from
  *     there; the request carries the rest (the halo from the neighbours).
  * A request keeps at most two generations (its last call's input and
- * output: a retried call still finds its input); a call without hold ends
- * the request and drops them. At most SI_STAGE_HELD entries and
+ * output: a retried call still finds its input); a from_held call without
+ * hold (the run's last step) ends the request and drops them. At most SI_STAGE_HELD entries and
  * SI_STAGE_HELD_BYTES are held; the least recently used go first (a request
  * its gateway gave up on is never ended). A call whose rows are gone
  * (evicted, or the process restarted) fails with SI_STAGE_NOT_HELD, which
@@ -75,9 +75,11 @@ typedef struct si_stage_reply {
     /* A chained call (forward set by si_stage_call): */
     int forward;
     int forward_timeout_ms; /* how long to wait for the next function: what the
-                               caller left (0: not said, wait as long as you like) */
+                               caller left (0: not said; the server then allows
+                               its own default, cmd/stage.c) */
     char request_id[SI_WIRE_MAX_STR + 1];
-    char *down_body;        /* the next function's reply the packed reply points into */
+    char *down_body;        /* the next function's reply body, and */
+    si_wire_reply_t down;   /* its decoding: the packed reply points at its elements */
 } si_stage_reply_t;
 
 /* Takes ownership of g. segment: the spec this stage serves ("layer2").
@@ -105,7 +107,9 @@ int si_stage_warmup(si_stage_t *s, int k, int K, int runs, si_err_t *err);
  * resident step too. si_stage_warmup then warms the steps, not the whole. */
 int si_stage_add_step(si_stage_t *s, const char *segment, si_err_t *err);
 
-/* Output bands held right now (see resident steps above), and their bytes. */
+/* Output bands held (see resident steps above), and their bytes, as the last
+ * call left them: read without the compute lock, so a server can report them
+ * after a call without waiting for the next one's compute. */
 int si_stage_held(si_stage_t *s, size_t *bytes);
 
 /* Whether this stage has a next function to pass chained requests on to

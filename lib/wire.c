@@ -391,16 +391,18 @@ static int check_dims(int ndim, const int64_t *dims, int64_t *numel, const char 
     if (ndim != 2 && ndim != 4)
         return si_err_set(err, "%s: %d dims; want 4 (N,C,H,W) or 2 (N,C)", what, ndim);
     char b[128];
-    int64_t n = 1;
+    int64_t n = 1, nz = 1; /* the product, and that of the dims other than a zero H */
     for (int i = 0; i < ndim; i++) {
         /* No rows is a shape check_row0 accepts from a from_held request
-         * alone: the function holds every row the step needs. */
+         * alone: the function holds every row the step needs. The other dims
+         * stay bounded even then, so C x W never overflows a caller. */
         if (dims[i] < 0 || (dims[i] == 0 && !(ndim == 4 && i == 2)))
             return si_err_set(err, "%s: dims %s: dim %d is not > 0", what,
                               fmt_dims(ndim, dims, b, sizeof b), i);
-        if (n && dims[i] > SI_WIRE_MAX_ELEMS / n)
+        if (dims[i] && dims[i] > SI_WIRE_MAX_ELEMS / nz)
             return si_err_set(err, "%s: dims %s: more than %lld elements", what,
                               fmt_dims(ndim, dims, b, sizeof b), (long long)SI_WIRE_MAX_ELEMS);
+        if (dims[i]) nz *= dims[i];
         n *= dims[i];
     }
     *numel = n;

@@ -34,8 +34,10 @@
  *     (bytes, nbytes), to be forwarded as they came.
  *
  * Validation. Decoding checks everything a stage or gateway would otherwise
- * trust: well-formed protobuf, a tensor present, 2 or 4 dims each > 0, at most
- * SI_WIRE_MAX_ELEMS elements, data length == elements x dtype size, a known
+ * trust: well-formed protobuf, a tensor present, 2 or 4 dims each > 0 (H may be 0 in a
+ * from_held request: the function holds every row), at most
+ * SI_WIRE_MAX_ELEMS elements, data length == elements x dtype size (or a
+ * checked ZEROS encoding of them), a known
  * dtype and layout (NHWC only for 4-d tensors), non-negative rows (reply rows
  * only with hold, no chain with a resident band), strings
  * of at most SI_WIRE_MAX_STR bytes, at most SI_WIRE_MAX_CHAIN chained segments (and then whole tensors only). It cannot
@@ -97,7 +99,7 @@ typedef enum si_wire_encoding {
  * dims[2] (H) of a 4-d tensor; a 2-d tensor [N, C] has no rows. */
 typedef struct si_wire_tensor {
     int ndim;              /* 2 (N, C) or 4 (N, C, H, W) */
-    int64_t dims[4];       /* dims[0..ndim-1], each > 0; the rest unused */
+    int64_t dims[4];       /* dims[0..ndim-1], each > 0 (see above); the rest unused */
     const float *data;     /* product(dims) floats. Encode: the caller's, read only and
                               only during the call (or until the iov is sent); unused
                               when bytes is set. Decode: owned by the decoded message,

@@ -76,6 +76,7 @@ expect 404 "unknown route" "$GW/v1/nothing"; still_serving
 expect 405 "wrong method" "$GW/v1/classify"; still_serving
 expect 404 "unknown OIP model" "$GW/v2/models/nope"
 expect 200 "OIP model metadata" "$GW/v2/models/mobilenet_v2"
+expect 405 "OIP model metadata by DELETE" -X DELETE "$GW/v2/models/mobilenet_v2"; still_serving
 expect 422 "OIP wrong shape" -X POST -H 'Content-Type: application/json' -d '{"inputs":[{"name":"input","shape":[1,3,2,2],"datatype":"FP32","data":[1,2,3,4,5,6,7,8,9,10,11,12]}]}' "$GW/v2/models/mobilenet_v2/infer"
 expect 400 "OIP malformed JSON" -X POST -H 'Content-Type: application/json' -d '{"inputs": [' "$GW/v2/models/mobilenet_v2/infer"; still_serving
 
@@ -152,6 +153,44 @@ ms=$((($(date +%s%N) - t0) / 1000000))
 [ "$ms" -lt 3000 ] && echo "ok   answered in $ms ms (timeout 3000)" || { echo "FAIL: took $ms ms"; failed=1; }
 expect 503 "readiness with a function down" "http://127.0.0.1:$gport/v2/health/ready"
 kill -TERM "$GWP"; wait "$GWP" || { echo "FAIL: gateway exit code on SIGTERM"; failed=1; }
+
+# A function that answers 200 with NaN logits (a fake on loopback writing a
+# StageReply by hand): the gateway answers 502 naming it, not a 200 with NaN
+# probabilities.
+"$PY" -c "
+import http.server, struct, sys
+def varint(v):
+    o = b''
+    while True:
+        b, v = v & 0x7f, v >> 7
+        o += bytes([b | (0x80 if v else 0)])
+        if not v: return o
+def ld(num, p): return varint(num << 3 | 2) + varint(len(p)) + p
+data = struct.pack('<1000f', *([float('nan')] * 1000))
+reply = ld(15, ld(1, varint(1) + varint(1000)) + ld(15, data))  # StageReply.output: dims [1,1000], fp32
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers['Content-Length']))
+        self.send_response(200); self.send_header('Content-Type', 'application/x-protobuf')
+        self.send_header('Content-Length', str(len(reply))); self.end_headers(); self.wfile.write(reply)
+    def log_message(self, *a): pass
+s = http.server.HTTPServer(('127.0.0.1', 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+" >"$W/nan.port" &
+NANP=$!
+for _ in $(seq 1 50); do [ -s "$W/nan.port" ] && break; sleep 0.1; done
+cat >"$W/nan.json" <<JSON
+{"name": "nan", "model": "mobilenet_v2", "timeout_ms": 3000,
+ "steps": [{"segment": "all", "functions": ["http://127.0.0.1:$(cat "$W/nan.port")"]}]}
+JSON
+"$BIN" gateway --plan "$W/nan.json" -m "$MB" --host 127.0.0.1 --port "$gport" 2>"$W/gw-nan.log" &
+GWP=$!
+for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$gport/v2/health/live" && break; sleep 0.1; done
+expect 502 "a function answering NaN logits" -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "http://127.0.0.1:$gport/v1/classify"
+grep -q "not finite" "$W/body" && echo "ok   the error says the output is not finite" || { echo "FAIL: 502 without 'not finite': $(head -c 200 "$W/body")"; failed=1; }
+kill -TERM "$GWP"; wait "$GWP" || { echo "FAIL: gateway exit code on SIGTERM"; failed=1; }
+kill "$NANP" 2>/dev/null; wait "$NANP" 2>/dev/null
 
 # Chains: a gateway -> stage #0..#6 -> NEXT, where NEXT is nothing (connection
 # refused: 503) or a socket that accepts and never answers (504). Both come
