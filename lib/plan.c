@@ -139,13 +139,24 @@ out:
 int si_plan_load(const char *path, si_plan_t *p, si_err_t *err) {
     FILE *f = fopen(path, "rb");
     if (!f) return si_err_set(err, "%s: cannot open", path);
-    char buf[1 << 16];
-    size_t n = fread(buf, 1, sizeof buf, f);
-    int big = !feof(f);
+    /* One byte over the limit tells a file at the limit from a larger one. */
+    char *buf = malloc(SI_PLAN_MAX_FILE + 1);
+    if (!buf) {
+        fclose(f);
+        return si_err_set(err, "%s: out of memory", path);
+    }
+    size_t n = fread(buf, 1, SI_PLAN_MAX_FILE + 1, f);
+    int bad = ferror(f);
     fclose(f);
-    if (big) return si_err_set(err, "%s: larger than %zu bytes", path, sizeof buf);
-    if (si_plan_parse(buf, n, p, err) < 0) return si_err_prefix(err, "%s", path);
-    return 0;
+    int rc = 0;
+    if (bad)
+        rc = si_err_set(err, "%s: read error", path);
+    else if (n > SI_PLAN_MAX_FILE)
+        rc = si_err_set(err, "%s: larger than %d bytes", path, SI_PLAN_MAX_FILE);
+    else if (si_plan_parse(buf, n, p, err) < 0)
+        rc = si_err_prefix(err, "%s", path);
+    free(buf);
+    return rc;
 }
 
 char *si_plan_dump(const si_plan_t *p) {

@@ -58,6 +58,9 @@
 #define SI_PLAN_MAX_STEPS 64
 #define SI_PLAN_MAX_BANDS 32
 #define SI_PLAN_MAX_URL 256
+/* Largest plan file si_plan_load reads: room for the largest plan the limits
+ * above allow (64 steps of 32 URLs of 256 bytes, ~530 KB). */
+#define SI_PLAN_MAX_FILE (1 << 20)
 
 typedef struct si_plan_step {
     char segment[SI_MAX_NAME];

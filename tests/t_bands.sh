@@ -92,4 +92,16 @@ for c in "res-nchw NHWC" "res-one one function per band"; do
         echo "plan check refuses $f.json: $(tail -1 "$W/$f.out")"
     fi
 done
+# Plan files up to SI_PLAN_MAX_FILE (1 MiB) are read, a byte more is refused:
+# the pipeline plan padded with spaces to exactly the limit, then one over.
+for pad in 0 1; do
+    "$PY" -c "import sys; t=open('plans/pipeline.json').read(); sys.stdout.write(t + ' ' * ((1 << 20) - len(t) + $pad))" >"$W/big.json"
+    if "$BIN" plan check "$W/big.json" -m "$M" >"$W/big.out" 2>&1; then
+        [ "$pad" = 0 ] && echo "plan check reads a plan file of exactly 1 MiB" || { echo "FAIL: plan check read a file over 1 MiB"; failed=1; }
+    elif [ "$pad" = 1 ] && grep -q "larger than 1048576 bytes" "$W/big.out"; then
+        echo "plan check refuses a plan file of 1 MiB + 1: $(tail -1 "$W/big.out")"
+    else
+        echo "FAIL: plan check, file of 1 MiB + $pad: $(tail -1 "$W/big.out")"; failed=1
+    fi
+done
 exit $failed
