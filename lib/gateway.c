@@ -559,11 +559,12 @@ out:
  * bands' edges passed from each step to the next. Arguments as run_step's;
  * trace: the whole plan's. A function that lost the request's rows (it
  * restarted, or evicted them) makes the run start again, once, as a new
- * request: x, its input, is still here. */
+ * request: x, its input, is still here. On failure *failed is the step that
+ * failed (of the last attempt): the steps after it have no trace. */
 static si_gateway_status_t run_resident(si_gateway_t *gw, si_httpc_t *client, int i, int j,
                                         const void *x, si_wire_dtype_t xdt, si_wire_layout_t xl,
                                         held_t *y, float *out, si_gateway_trace_t *trace,
-                                        si_err_t *err) {
+                                        int *failed, si_err_t *err) {
     int K = gw->steps[i].bands, restarts = 0;
     held_t *e = calloc(2 * (size_t)K, sizeof *e), *prev = e, *next = e + K; /* per request: K, not the most */
     if (!e) {
@@ -571,6 +572,7 @@ static si_gateway_status_t run_resident(si_gateway_t *gw, si_httpc_t *client, in
         return SI_GW_FAILED;
     }
     si_gateway_status_t rc = SI_GW_FAILED;
+    *failed = i;
     for (int attempt = 0; attempt < 2; attempt++) {
         char id[48];
         snprintf(id, sizeof id, "%016llx-%llu", gw->id_prefix,
@@ -582,6 +584,7 @@ static si_gateway_status_t run_resident(si_gateway_t *gw, si_httpc_t *client, in
             for (int k = 0; k < K; k++) held_free(&prev[k]);
             held_t *t = prev;
             prev = next, next = t;
+            *failed = m;
             if (rc != SI_GW_OK) break;
         }
         for (int k = 0; k < K; k++) held_free(&prev[k]);
@@ -608,10 +611,11 @@ si_gateway_status_t si_gateway_run(si_gateway_t *gw, si_httpc_t *client, const f
     si_gateway_status_t rc = SI_GW_OK;
     for (int i = 0, j; i < gw->plan.n_steps && rc == SI_GW_OK; i = j) {
         held_t next = {0}; /* a run that fails early may not touch it */
+        int failed = i;     /* the step that failed, if one did */
         if (si_plan_resident_end(&gw->plan, i) > i + 1) {
             j = si_plan_resident_end(&gw->plan, i);
             rc = run_resident(gw, client, i, j, x, xdt, xl, &next, j == gw->plan.n_steps ? out : NULL,
-                              trace, err);
+                              trace, &failed, err);
         } else {
             j = si_plan_call_end(&gw->plan, i);
             int not_held = 0;
@@ -619,7 +623,9 @@ si_gateway_status_t si_gateway_run(si_gateway_t *gw, si_httpc_t *client, const f
                           j == gw->plan.n_steps ? out : NULL,
                           &trace->steps[i], NULL, NULL, NULL, &not_held, err);
         }
-        trace->n_steps = j;
+        /* Only steps with a trace: a failed call traced its first step only
+         * (a chain's), a failed resident run those up to the one that failed. */
+        trace->n_steps = rc == SI_GW_OK ? j : failed + 1;
         held_free(&cur);
         cur = next;
         x = held_bytes(&cur), xdt = gw->dtype, xl = gw->layout;

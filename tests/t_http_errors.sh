@@ -219,6 +219,15 @@ JSON
     GWP=$!
     for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$sport/readyz" && curl -s -o /dev/null "http://127.0.0.1:$gport/v2/health/live" && break; sleep 0.1; done
     expect "$want" "chain: $label" -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "http://127.0.0.1:$gport/v1/classify"
+    # The failed call traced its first step only: the step after it, which
+    # never ran, has no latency sample (it once got a 0 s one).
+    n1=$(curl -s "http://127.0.0.1:$gport/metrics" | awk '/^splitinfer_step_seconds_count\{step="1:/ {print $2}')
+    n0=$(curl -s "http://127.0.0.1:$gport/metrics" | awk '/^splitinfer_step_seconds_count\{step="0:/ {print $2}')
+    if [ "${n0:-0}" = 1 ] && [ "${n1:-0}" = 0 ]; then
+        echo "ok   step latency samples: step 0 one, step 1 none"
+    else
+        echo "FAIL: chain $label: step latency samples ${n0:-none} and ${n1:-none}, want 1 and 0"; failed=1
+    fi
     # What proves the stage's own deadline fired first is the body: had the
     # gateway hit its 3000 ms timeout, its error would not name the next
     # function. The time only proves nothing hung; it also holds the PNG
