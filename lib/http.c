@@ -46,6 +46,8 @@
 #include <jansson.h>
 
 #define DRAIN_POLL_MS 10    /* how often a draining worker looks for idle connections */
+#define DRAIN_FRESH_MS 250  /* a connection younger than this with no bytes yet is not idle:
+                               its first request may still be on the way */
 #define FORCE_GRACE_MS 1000 /* after cutting connections, wait this long for h2o to free them */
 #define MAX_HEADER_NAME 256 /* bytes; longer names are not looked up */
 
@@ -69,6 +71,7 @@ typedef struct conn {
     h2o_socket_t *sock;
     int fd;   /* the socket's fd (h2o's evloop socket does not expose it) */
     int shut; /* 1 once we called shutdown() on it */
+    long long accepted_ms; /* now_ms() when it came in */
 } conn_t;
 
 /* A new fd travelling from the acceptor to a worker. */
@@ -517,6 +520,7 @@ static void accept_fd(worker_t *w, int fd) {
     }
     c->w = w;
     c->fd = fd;
+    c->accepted_ms = now_ms();
     c->sock = h2o_evloop_socket_create(w->loop, fd, H2O_SOCKET_FLAG_IS_ACCEPTED_CONNECTION);
     c->sock->on_close.cb = on_conn_close;
     c->sock->on_close.data = c;
@@ -536,11 +540,14 @@ static void on_conn_msgs(h2o_multithread_receiver_t *rx, h2o_linklist_t *msgs) {
 
 /* Idle = between requests: nothing of a request buffered by h2o (http1 keeps
  * the request in sock->input until its response is written), no write in
- * flight, and no bytes waiting in the kernel (a request just sent by the
- * client must still be served). */
+ * flight, no bytes waiting in the kernel (a request just sent by the client
+ * must still be served), and not just accepted (a client that connected right
+ * before the drain may not have sent its request yet; the drain's deadline
+ * still bounds the wait). */
 static int conn_idle(const conn_t *c) {
     int pending = 0;
     if (c->sock->input->size != 0 || h2o_socket_is_writing(c->sock)) return 0;
+    if (now_ms() - c->accepted_ms < DRAIN_FRESH_MS) return 0;
     if (ioctl(c->fd, FIONREAD, &pending) == 0 && pending > 0) return 0;
     return 1;
 }

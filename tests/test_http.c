@@ -842,6 +842,47 @@ static void test_drain_deadline_cuts(void **state) {
     si_http_server_free(s);
 }
 
+typedef struct stopper {
+    si_http_server_t *s;
+    int rc;
+} stopper_t;
+
+static void *stop_thread(void *arg) {
+    stopper_t *st = arg;
+    st->rc = si_http_server_stop(st->s);
+    return NULL;
+}
+
+/* A client that connected just before the stop but had not sent its request
+ * yet still gets its answer: a fresh connection with no bytes is not idle. */
+static void test_drain_keeps_fresh_connection(void **state) {
+    (void)state;
+    si_http_server_t *s = start_server(1, 3000, NULL);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)si_http_server_port(s));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    sleep_ms(30); /* accepted, handed to the worker */
+    stopper_t st = {s, -1};
+    pthread_t t;
+    pthread_create(&t, NULL, stop_thread, &st);
+    sleep_ms(60); /* the drain is under way */
+    const char *req = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_int_equal(send(fd, req, strlen(req), MSG_NOSIGNAL), (ssize_t)strlen(req));
+    char buf[512];
+    size_t got = 0;
+    for (ssize_t n; got < sizeof buf - 1 && (n = recv(fd, buf + got, sizeof buf - 1 - got, 0)) > 0;)
+        got += (size_t)n;
+    buf[got] = 0;
+    assert_true(strncmp(buf, "HTTP/1.1 200", 12) == 0);
+    close(fd);
+    pthread_join(t, NULL);
+    assert_int_equal(st.rc, 0); /* nothing was cut */
+    si_http_server_free(s);
+}
+
 static void test_request_timeout(void **state) {
     (void)state;
     si_err_t err;
@@ -960,6 +1001,7 @@ int main(void) {
         cmocka_unit_test(test_error_kinds),
         cmocka_unit_test(test_graceful_stop),
         cmocka_unit_test(test_drain_deadline_cuts),
+        cmocka_unit_test(test_drain_keeps_fresh_connection),
         cmocka_unit_test(test_request_timeout),
         cmocka_unit_test(test_h2oc),
     };
