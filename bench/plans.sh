@@ -12,7 +12,7 @@
 #   which the gateway hands to its 16 worker threads in turn; a thread's first
 #   request faults its malloc arena's working set in, ~1500 pages for the
 #   pipeline, so the warm-up must reach every thread);
-#   PLANS="baseline pipeline pipeline:nchw pipeline:chain parallel parallel-resident blocks pipeline:fp16 parallel:fp16"
+#   PLANS="baseline pipeline pipeline:dense pipeline:nchw pipeline:chain parallel parallel-resident blocks pipeline:fp16 parallel:fp16"
 #   (plan:DTYPE sends the activations as fp16 or bf16 on the wire: half the
 #   bytes; loopback TCP on this VM moves ~1 ms per MB, and the pipeline moves
 #   13 MB per image in fp32; plan:chain chains its one-band steps, each
@@ -31,7 +31,7 @@ cd "$(dirname "$0")/.."
 PY=/usr/bin/python3
 N=${N:-40}
 WARM=${WARM:-20}
-PLANS=${PLANS:-baseline pipeline pipeline:nchw pipeline:chain parallel parallel-resident blocks pipeline:fp16 parallel:fp16}
+PLANS=${PLANS:-baseline pipeline pipeline:dense pipeline:nchw pipeline:chain parallel parallel-resident blocks pipeline:fp16 parallel:fp16}
 W=build/bench-plans
 mkdir -p "$W"
 "$PY" tests/ref/export_resnet.py --arch resnet50 --seed 0 --out build/ref/resnet50.onnx --cached

@@ -279,6 +279,7 @@ helm_t parallel-perband --set plan=parallel --set bandServices=perBand --set ban
 helm_t pipeline-chain --set plan=pipeline --set chain=true
 helm_t mixed-chain --set plan=parallel --set chain=true
 helm_t parallel-resident --set plan=parallel-resident
+helm_t pipeline-dense --set encoding=dense
 helm_t extras --set plan=pipeline --set model.source=pvc --set metrics.podMonitor.enabled=true \
   --set gateway.visibility=cluster-local --set stage.overrides.layer3.autoscaling.minScale=1
 ls "$W"/render/*.yaml | sed 's#.*/#  #'
@@ -301,6 +302,9 @@ check "deployment overlay: one CPU HorizontalPodAutoscaler per Deployment, repli
 sed 's/^    name: splitinfer-layer2$/    name: splitinfer-layer9/' "$W/render/kustomize-deployment.yaml" > "$W/broken-hpa.yaml"
 check "the HPA check refuses an HPA whose target is no Deployment (layer2's renamed)" \
   bash -c "! node '$C/check.mjs' hpa '$W/broken-hpa.yaml' >/dev/null"
+node "$C/check.mjs" plan "$W/render/chart-pipeline-dense.yaml" > "$W/p.json"
+check "--set encoding=dense puts \"encoding\": \"dense\" in the gateway's plan (the default zeros, none)" \
+  bash -c "grep -q '\"encoding\": \"dense\"' '$W/p.json' && ! node '$C/check.mjs' plan '$W/render/chart-pipeline.yaml' | grep -q encoding"
 for f in "$W"/render/*.yaml; do
   node "$C/check.mjs" plan "$f" > "$W/p.json"
   [ -s "$W/p.json" ] || continue
@@ -344,6 +348,8 @@ check "the chart's schema refuses --set stage.resources.limits.cpu=lots (not a q
   schema_refuses "stage.resources.limits.cpu" --set stage.resources.limits.cpu=lots
 check "the chart's schema refuses --set dtype=int8 (not fp32, bf16 or fp16)" \
   schema_refuses "dtype must be one of" --set dtype=int8
+check "the chart's schema refuses --set encoding=lz4 (not zeros or dense)" \
+  schema_refuses "encoding must be one of" --set encoding=lz4
 check "the chart's schema refuses --set image.tag=2 (an integer: the images would be named ...:%!s(int64=2))" \
   schema_refuses "image.tag: Invalid type" --set image.tag=2
 check "the chart renders --set-string image.tag=2 into the images' names" \

@@ -140,6 +140,8 @@ holding the whole model ("all", the baseline's). */ -}}
 {{- $plan := dict "name" .Values.plan "model" "resnet50" "dtype" .Values.dtype "timeout_ms" (int .Values.timeoutMs) "steps" $steps -}}
 {{- /* "chain" only when on: the kustomize overlays' plans (unchained) have no such key */ -}}
 {{- if .Values.chain }}{{ $_ := set $plan "chain" true }}{{ end -}}
+{{- /* "encoding" likewise only when not the default */ -}}
+{{- if ne .Values.encoding "zeros" }}{{ $_ := set $plan "encoding" .Values.encoding }}{{ end -}}
 {{- with index .Values.plans .Values.plan }}{{ if .resident }}{{ $_ := set $plan "resident" true }}{{ end }}{{ end -}}
 {{- $plan | toPrettyJson -}}
 {{- end -}}
