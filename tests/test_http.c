@@ -203,15 +203,21 @@ static void assert_json_error(const si_httpc_resp_t *r, const char *code, const 
     json_decref(o);
 }
 
-/* Raw socket: sends req, reads until EOF or 2 s; returns bytes read (into buf,
- * NUL-terminated) or -1 if the connection was reset before anything came. */
-static int raw_exchange(int port, const void *req, size_t len, char *buf, size_t cap) {
+/* A TCP connection to 127.0.0.1:port, asserted to succeed. */
+static int connect_loopback(int port) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {0};
     a.sin_family = AF_INET;
     a.sin_port = htons((uint16_t)port);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+/* Raw socket: sends req, reads until EOF or 2 s; returns bytes read (into buf,
+ * NUL-terminated) or -1 if the connection was reset before anything came. */
+static int raw_exchange(int port, const void *req, size_t len, char *buf, size_t cap) {
+    int fd = connect_loopback(port);
     struct timeval tv = {2, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     const char *p = req;
@@ -820,12 +826,7 @@ static void test_drain_deadline_cuts(void **state) {
     (void)state;
     si_http_server_t *s = start_server(1, 150, NULL);
     /* A request that never completes: headers promise a body that never comes. */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)si_http_server_port(s));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    int fd = connect_loopback(si_http_server_port(s));
     const char *req = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc";
     assert_int_equal(send(fd, req, strlen(req), MSG_NOSIGNAL), (ssize_t)strlen(req));
     sleep_ms(50);
@@ -858,12 +859,7 @@ static void *stop_thread(void *arg) {
 static void test_drain_keeps_fresh_connection(void **state) {
     (void)state;
     si_http_server_t *s = start_server(1, 3000, NULL);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)si_http_server_port(s));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    int fd = connect_loopback(si_http_server_port(s));
     sleep_ms(30); /* accepted, handed to the worker */
     stopper_t st = {s, -1};
     pthread_t t;
@@ -892,12 +888,7 @@ static void test_request_timeout(void **state) {
     assert_non_null(s);
     assert_int_equal(si_http_server_start(s, &err), 0);
     /* Half a request line, then silence: closed after about 200 ms. */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)si_http_server_port(s));
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    int fd = connect_loopback(si_http_server_port(s));
     struct timeval tv = {3, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     assert_int_equal(send(fd, "GET /x HT", 9, MSG_NOSIGNAL), 9);
