@@ -295,6 +295,9 @@ static int check_request(const si_stage_t *s, const si_wire_request_t *rq, const
                           x->ndim == 4 ? ",H,W" : "");
     if (t->dims[0] < 1 || t->dims[0] > 64)
         return si_err_set(err, "batch %lld outside 1..64", (long long)t->dims[0]);
+    if (x->ndim == 4 && t->dims[2] > x->dims[2])
+        return si_err_set(err, "input of %lld rows; segment %s's input has %d", (long long)t->dims[2],
+                          rq->segment, x->dims[2]);
     if (rq->n_then && !s->has_next)
         return si_err_set(err, "this function (%s) has no next function to pass its output on to "
                           "%s: start it with --next URL", s->spec, rq->then[0]);
@@ -374,12 +377,30 @@ si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
     memset(reply, 0, sizeof *reply);
     uint64_t t0 = now_us();
     si_wire_request_t rq;
-    if (si_wire_decode_request_view(body, len, &rq, NULL, err) < 0) return SI_STAGE_BAD_MESSAGE;
+    /* raw: elements that are not aligned float32 as they lie (bf16, fp16,
+     * ZEROS) are converted only once the request is known to fit: a ZEROS
+     * bitmap of 8 MiB could otherwise have us fill 256 MiB. */
+    si_wire_decode_opts_t raw = {.raw = 1};
+    if (si_wire_decode_request_view(body, len, &rq, &raw, err) < 0) return SI_STAGE_BAD_MESSAGE;
     int a = 0, b = 0;
     const si_segment_t *seg;
+    float *conv = NULL; /* the input as float32, when it did not come so */
     if (check_request(s, &rq, &seg, &a, &b, err) < 0) {
         si_wire_request_free(&rq);
         return SI_STAGE_BAD_SHAPE;
+    }
+    if (!rq.input.data) {
+        size_t n = (size_t)si_wire_tensor_numel(&rq.input);
+        if (n > SI_STAGE_MAX_INPUT_BYTES / sizeof(float) || !(conv = malloc((n ? n : 1) * sizeof *conv))) {
+            si_err_set(err, n > SI_STAGE_MAX_INPUT_BYTES / sizeof(float)
+                                ? "input of %zu elements: more than %d MiB as float32"
+                                : "out of memory for an input of %zu elements",
+                       n, (int)(SI_STAGE_MAX_INPUT_BYTES >> 20));
+            si_wire_request_free(&rq);
+            return n > SI_STAGE_MAX_INPUT_BYTES / sizeof(float) ? SI_STAGE_BAD_SHAPE : SI_STAGE_FAILED;
+        }
+        si_wire_tensor_floats(&rq.input, conv);
+        rq.input.data = conv;
     }
     uint64_t t1 = now_us();
     pthread_mutex_lock(&s->lock);
@@ -485,6 +506,7 @@ unlock:
     held_publish(s);
     pthread_mutex_unlock(&s->lock);
     free(joined);
+    free(conv);
     si_wire_request_free(&rq);
     if (st != SI_STAGE_OK) si_stage_reply_free(reply);
     return st;

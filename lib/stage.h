@@ -61,6 +61,9 @@ typedef enum si_stage_status {
 #define SI_STAGE_MAX_STEPS 64                      /* sub-segments a stage serves */
 #define SI_STAGE_HELD 64                           /* held output bands, all requests */
 #define SI_STAGE_HELD_BYTES ((size_t)1 << 29)      /* and their bytes: 512 MiB */
+/* Largest input a call may expand to as float32 (a ZEROS or 16-bit input):
+ * what a dense body under the server's 64 MiB limit could carry (HTTP 422). */
+#define SI_STAGE_MAX_INPUT_BYTES ((size_t)64 << 20)
 
 /* A reply ready to send: the packed StageReply is packed.iov[0..iovcnt),
  * [protobuf header][the output floats] for fp32 - the engine writes its output

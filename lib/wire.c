@@ -598,7 +598,7 @@ static int tensor_to_pb(const si_wire_tensor_t *t, Splitinfer__Tensor *pb, size_
     /* From floats: ZEROS only where it saves a sixteenth of the bytes; the
      * count costs a read of the elements, cheap next to sending them. */
     size_t zlen = si_wire_zeros_bitmap((size_t)numel) + 4 * si_wire_zeros_count(t->data, (size_t)numel);
-    if (zlen > pb->data.len - pb->data.len / 16) return 0;
+    if (numel == 0 || zlen > pb->data.len - pb->data.len / 16) return 0;
     pb->encoding = SPLITINFER__TENSOR__ENCODING__ZEROS;
     pb->data.len = zlen;
     *zeros_n = (size_t)numel;

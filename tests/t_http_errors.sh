@@ -100,6 +100,13 @@ expect 422 "stage: rows that do not match the band" "${PB[@]}" --data-binary "@$
 expect 422 "stage: a chained request to a function without --next" "${PB[@]}" --data-binary "@$W/chain.pb" "$STAGE/v1/stage"
 expect 415 "stage: wrong content type" -X POST -H 'Content-Type: image/png' --data-binary "@$W/ok.pb" "$STAGE/v1/stage"
 expect 404 "stage: unknown route" "$STAGE/v1/other"
+# ZEROS inputs: all zeros in a bitmap of 18 KiB is a valid input; the same
+# claiming more rows than the segment's input has is refused before it is
+# expanded (it would be 172 MB of floats from a 5 MB body).
+"$PY" tests/ref/stage_msg.py "$W/zeros.pb" "#0..#6" 1 3 224 224 --zeros
+"$PY" tests/ref/stage_msg.py "$W/zeros-tall.pb" "#0..#6" 64 3 1000 224 --zeros
+expect 200 "stage: a ZEROS input of all zeros" "${PB[@]}" --data-binary "@$W/zeros.pb" "$STAGE/v1/stage"
+expect 422 "stage: a ZEROS input claiming 1000 of 224 rows, batch 64 (172 MB as floats from a 5 MB body)" "${PB[@]}" --data-binary "@$W/zeros-tall.pb" "$STAGE/v1/stage"
 expect 200 "stage: still serving" "${PB[@]}" --data-binary "@$W/ok.pb" "$STAGE/v1/stage"
 
 # A function killed during a load run: up restarts it, requests after succeed.
