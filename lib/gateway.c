@@ -282,17 +282,18 @@ static int carried_rows(const si_gateway_t *gw, int i, int k, const held_t *prev
  * one-band steps. Its full input is x, elements of encoding xdt laid out as
  * xl: the caller's float32 NCHW for the first step, else the previous step's
  * output in the plan's dtype and layout; xz: x's xz_len bytes are the ZEROS
- * encoding of the elements (then step i has one band: x goes on whole). The output of step j - 1 goes, in
- * the plan's dtype and layout, to *y (the last reply kept whole, or the bands
- * stitched), or converted to float32 NCHW into out when out is not NULL (the
- * last step). tr: the traces of steps i..j-1.
+ * encoding of the elements (then step i has one band: x goes on whole). The
+ * output of step j - 1 goes, in the plan's dtype and layout, to *y (the last
+ * reply kept whole, or the bands stitched), or converted to float32 NCHW into
+ * out when out is not NULL (the last step). tr: the traces of steps i..j-1.
  * A resident step (one step) is request `id` of its run: from_held, its
  * input is the run's previous step's edge replies prev[] (x unused); with
  * hold, its bands' edge replies go to edges[] instead of *y. A function that
  * no longer holds the request's rows (409) sets *not_held. */
 static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i, int j,
                                     const void *x, si_wire_dtype_t xdt, si_wire_layout_t xl,
-                                    int xz, size_t xz_len, held_t *y, float *out, si_gateway_step_trace_t *tr,
+                                    int xz, size_t xz_len, held_t *y, float *out,
+                                    si_gateway_step_trace_t *tr,
                                     const char *id, const held_t *prev, held_t *edges,
                                     int *not_held, si_err_t *err) {
     const step_t *st = &gw->steps[i];
@@ -486,11 +487,14 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
         int ok = rp.output.ndim == yv->ndim && rp.output.dims[0] == 1 && rp.output.dims[1] == yv->dims[1] &&
                  (yv->ndim == 2 || (rp.output.dims[2] == rows && rp.output.dims[3] == yv->dims[3] &&
                                     rp.out_row0 == row0));
-        if (!ok || rp.output.dtype != gw->dtype || rp.output.layout != yl) {
+        /* Dense unless ZEROS was allowed: stitching and edges index rows. */
+        int enc_ok = rp.output.encoding == SI_WIRE_DENSE || zeros_ok;
+        if (!ok || rp.output.dtype != gw->dtype || rp.output.layout != yl || !enc_ok) {
             si_err_set(err, "step %d band %d: %s replied with %s", i, k, st->urls[k],
-                       !ok ? "a tensor of the wrong shape or rows"
+                       !ok                            ? "a tensor of the wrong shape or rows"
                        : rp.output.dtype != gw->dtype ? "another dtype than asked for"
-                                                      : "another layout than asked for");
+                       : rp.output.layout != yl       ? "another layout than asked for"
+                                                      : "ZEROS where it asked for dense");
             si_wire_reply_free(&rp);
             rc = SI_GW_UPSTREAM_ERROR;
             goto out;

@@ -391,13 +391,18 @@ si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
     }
     if (!rq.input.data) {
         size_t n = (size_t)si_wire_tensor_numel(&rq.input);
-        if (n > SI_STAGE_MAX_INPUT_BYTES / sizeof(float) || !(conv = malloc((n ? n : 1) * sizeof *conv))) {
-            si_err_set(err, n > SI_STAGE_MAX_INPUT_BYTES / sizeof(float)
-                                ? "input of %zu elements: more than %d MiB as float32"
-                                : "out of memory for an input of %zu elements",
-                       n, (int)(SI_STAGE_MAX_INPUT_BYTES >> 20));
+        si_stage_status_t bad = SI_STAGE_OK;
+        if (n > SI_STAGE_MAX_INPUT_BYTES / sizeof(float)) {
+            si_err_set(err, "input of %zu elements: more than %zu MiB as float32", n,
+                       SI_STAGE_MAX_INPUT_BYTES >> 20);
+            bad = SI_STAGE_BAD_SHAPE;
+        } else if (!(conv = malloc((n ? n : 1) * sizeof *conv))) {
+            si_err_set(err, "out of memory for an input of %zu elements", n);
+            bad = SI_STAGE_FAILED;
+        }
+        if (bad != SI_STAGE_OK) {
             si_wire_request_free(&rq);
-            return n > SI_STAGE_MAX_INPUT_BYTES / sizeof(float) ? SI_STAGE_BAD_SHAPE : SI_STAGE_FAILED;
+            return bad;
         }
         si_wire_tensor_floats(&rq.input, conv);
         rq.input.data = conv;

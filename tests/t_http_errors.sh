@@ -161,10 +161,13 @@ ms=$((($(date +%s%N) - t0) / 1000000))
 expect 503 "readiness with a function down" "http://127.0.0.1:$gport/v2/health/ready"
 kill -TERM "$GWP"; wait "$GWP" || { echo "FAIL: gateway exit code on SIGTERM"; failed=1; }
 
-# A function that answers 200 with NaN logits (a fake on loopback writing a
-# StageReply by hand): the gateway answers 502 naming it, not a 200 with NaN
-# probabilities.
-"$PY" -c "
+# Functions that answer 200 with a reply the gateway must not take (fakes on
+# loopback writing a StageReply by hand): NaN logits (502 naming them, not a
+# 200 with NaN probabilities), and logits as ZEROS to a gateway that asked for
+# dense (502: it would index their rows as dense).
+for fake in "nan not finite" "zeros ZEROS where it asked for dense"; do
+    read -r mode want <<<"$fake"
+    "$PY" -c "
 import http.server, struct, sys
 def varint(v):
     o = b''
@@ -173,8 +176,12 @@ def varint(v):
         o += bytes([b | (0x80 if v else 0)])
         if not v: return o
 def ld(num, p): return varint(num << 3 | 2) + varint(len(p)) + p
-data = struct.pack('<1000f', *([float('nan')] * 1000))
-reply = ld(15, ld(1, varint(1) + varint(1000)) + ld(15, data))  # StageReply.output: dims [1,1000], fp32
+dims = ld(1, varint(1) + varint(1000))
+if sys.argv[1] == 'nan':
+    tensor = dims + ld(15, struct.pack('<1000f', *([float('nan')] * 1000)))
+else:  # Tensor.encoding = ZEROS: a bitmap of 125 bytes, every bit set, then the 1000 elements
+    tensor = dims + varint(5 << 3) + varint(1) + ld(15, bytes([255] * 125) + struct.pack('<1000f', *([1.0] * 1000)))
+reply = ld(15, tensor)  # StageReply.output
 class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         self.rfile.read(int(self.headers['Content-Length']))
@@ -184,20 +191,22 @@ class H(http.server.BaseHTTPRequestHandler):
 s = http.server.HTTPServer(('127.0.0.1', 0), H)
 print(s.server_address[1], flush=True)
 s.serve_forever()
-" >"$W/nan.port" &
-NANP=$!
-for _ in $(seq 1 50); do [ -s "$W/nan.port" ] && break; sleep 0.1; done
-cat >"$W/nan.json" <<JSON
-{"name": "nan", "model": "mobilenet_v2", "timeout_ms": 3000,
- "steps": [{"segment": "all", "functions": ["http://127.0.0.1:$(cat "$W/nan.port")"]}]}
+" "$mode" >"$W/fake.port" &
+    FAKEP=$!
+    for _ in $(seq 1 50); do [ -s "$W/fake.port" ] && break; sleep 0.1; done
+    cat >"$W/fake.json" <<JSON
+{"name": "fake", "model": "mobilenet_v2", "timeout_ms": 3000, "encoding": "dense",
+ "steps": [{"segment": "all", "functions": ["http://127.0.0.1:$(cat "$W/fake.port")"]}]}
 JSON
-"$BIN" gateway --plan "$W/nan.json" -m "$MB" --host 127.0.0.1 --port "$gport" 2>"$W/gw-nan.log" &
-GWP=$!
-for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$gport/v2/health/live" && break; sleep 0.1; done
-expect 502 "a function answering NaN logits" -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "http://127.0.0.1:$gport/v1/classify"
-grep -q "not finite" "$W/body" && echo "ok   the error says the output is not finite" || { echo "FAIL: 502 without 'not finite': $(head -c 200 "$W/body")"; failed=1; }
-kill -TERM "$GWP"; wait "$GWP" || { echo "FAIL: gateway exit code on SIGTERM"; failed=1; }
-kill "$NANP" 2>/dev/null; wait "$NANP" 2>/dev/null
+    "$BIN" gateway --plan "$W/fake.json" -m "$MB" --host 127.0.0.1 --port "$gport" 2>"$W/gw-fake.log" &
+    GWP=$!
+    for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$gport/v2/health/live" && break; sleep 0.1; done
+    expect 502 "a function answering $mode logits" -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "http://127.0.0.1:$gport/v1/classify"
+    grep -q "$want" "$W/body" && echo "ok   the error says: $want" || { echo "FAIL: 502 without '$want': $(head -c 200 "$W/body")"; failed=1; }
+    kill -TERM "$GWP"; wait "$GWP" || { echo "FAIL: gateway exit code on SIGTERM"; failed=1; }
+    kill "$FAKEP" 2>/dev/null; wait "$FAKEP" 2>/dev/null
+    rm -f "$W/fake.port"
+done
 
 # Chains: a gateway -> stage #0..#6 -> NEXT, where NEXT is nothing (connection
 # refused: 503) or a socket that accepts and never answers (504). Both come
