@@ -174,9 +174,17 @@ __attribute__((target("avx,f16c"))) static size_t unpack_f16c(const uint8_t *src
     return i;
 }
 
+/* SPLITINFER_SIMD=off: the C code only, as on a CPU without these
+ * instructions (tests/run.sh runs test_wire so too). */
+static int simd_allowed(void) {
+    const char *v = getenv("SPLITINFER_SIMD");
+    return !(v && !strcmp(v, "off"));
+}
+
 static int have_f16c(void) {
     static int known = -1; /* a benign race: every thread computes the same answer */
-    if (known < 0) known = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+    if (known < 0)
+        known = simd_allowed() && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
     return known;
 }
 #else
@@ -279,7 +287,7 @@ __attribute__((target("avx512f"))) static size_t zeros_unpack_avx512(const uint8
 
 static int have_avx512(void) {
     static int known = -1; /* a benign race, as have_f16c */
-    if (known < 0) known = __builtin_cpu_supports("avx512f");
+    if (known < 0) known = simd_allowed() && __builtin_cpu_supports("avx512f");
     return known;
 }
 #else
