@@ -826,10 +826,7 @@ static int tensor_from_parts(size_t ndims, const int64_t *dims, int dtype, int l
             return si_err_set(err, "%s: out of memory for %lld floats", what, (long long)numel);
         own->floats = dst;
     }
-    if (enc == SI_WIRE_ZEROS)
-        si_wire_zeros_unpack(bytes, (size_t)numel, dst);
-    else
-        si_wire_unpack_elems(dt, bytes, (size_t)numel, dst);
+    si_wire_tensor_floats(v, dst); /* v->data is still NULL: from bytes, as encoded */
     v->data = dst;
     return 0;
 }

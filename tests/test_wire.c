@@ -743,6 +743,12 @@ static void decode_request_by(int view, const uint8_t *buf, size_t len, si_wire_
     if (view) assert_null(d->owned.msg);
 }
 
+/* Decodes a reply with the protobuf-c decoder (view 0) or the fast reader (1). */
+static void decode_reply_by(int view, const uint8_t *buf, size_t len, si_wire_reply_t *d) {
+    assert_int_equal(view ? si_wire_decode_reply_view(buf, len, d, NULL, NULL)
+                          : si_wire_decode_reply(buf, len, d, NULL, NULL), 0);
+}
+
 /* r's iov form is [header][the caller's elements], the header being the
  * first bytes of its flat encoding. */
 static void assert_iov_form(const si_wire_request_t *r, const uint8_t *flat) {
@@ -791,8 +797,7 @@ static void test_chain(void **state) {
     assert_int_equal(si_wire_encode_reply(&rep, &buf, &len, NULL), 0);
     for (int view = 0; view < 2; view++) {
         si_wire_reply_t d;
-        assert_int_equal(view ? si_wire_decode_reply_view(buf, len, &d, NULL, NULL)
-                              : si_wire_decode_reply(buf, len, &d, NULL, NULL), 0);
+        decode_reply_by(view, buf, len, &d);
         if (view) assert_null(d.owned.msg);
         assert_int_equal(d.timings.forward_us, 700);
         assert_int_equal(d.n_chain, 2);
@@ -931,8 +936,7 @@ static void test_layout(void **state) {
     assert_int_equal(si_wire_encode_reply(&rep, &buf, &len, NULL), 0);
     for (int view = 0; view < 2; view++) {
         si_wire_reply_t dr;
-        assert_int_equal(view ? si_wire_decode_reply_view(buf, len, &dr, NULL, NULL)
-                              : si_wire_decode_reply(buf, len, &dr, NULL, NULL), 0);
+        decode_reply_by(view, buf, len, &dr);
         assert_int_equal(dr.output.layout, SI_WIRE_NHWC);
         assert_int_equal(dr.output.dtype, SI_WIRE_FP16);
         for (int i = 0; i < 24; i++)
@@ -1293,8 +1297,7 @@ static void test_zeros_messages(void **state) {
     assert_true(len > zlen && len < zlen + 64);
     for (int view = 0; view < 2; view++) {
         si_wire_reply_t d;
-        assert_int_equal(view ? si_wire_decode_reply_view(buf, len, &d, NULL, NULL)
-                              : si_wire_decode_reply(buf, len, &d, NULL, NULL), 0);
+        decode_reply_by(view, buf, len, &d);
         assert_int_equal(d.output.encoding, SI_WIRE_ZEROS);
         assert_int_equal(d.output.nbytes, zlen);
         for (int i = 0; i < N; i++) assert_int_equal(bits(d.output.data[i]), bits(sparse[i]));
