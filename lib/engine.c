@@ -37,12 +37,16 @@ typedef struct buffer {
 } buffer_t;
 
 /* A memory object and the pool buffer it lives in (-1: user or weights).
- * Several memories may view one buffer (an in-place sum, a flatten view);
- * exactly one of them owns it and gives it back when its value dies. */
+ * Several memories may view one buffer (an in-place sum, a flatten view, a
+ * band's rows); exactly one of them owns it and gives it back when its value
+ * dies. A view of some of a value's rows starts off bytes into the buffer
+ * (or into the caller's input, for a view of it). */
 typedef struct mem {
     dnnl_memory_t m;
     int buf;
     int owns;
+    int user_in; /* its handle is the caller's input plus off, set per run */
+    size_t off;  /* bytes from the start of its buffer or of the input */
 } mem_t;
 
 struct si_engine {
@@ -80,7 +84,11 @@ struct si_engine {
 
     int user_in, user_out; /* indices into mems; handles set per run */
     int tmp[4], n_tmp;     /* crops made for the node being compiled */
-    int in_views[4], n_in_views; /* crop views of the caller's input, set per run */
+    int in_views[8], n_in_views; /* views of the caller's input, set per run */
+    int out_direct;        /* the output value already lies as the caller wants it:
+                              si_engine_run_view skips the copy-out (the last step) */
+    float *view_out;       /* si_engine_run_view's copy-out when !out_direct (lazy) */
+    size_t copy_bytes;     /* bytes the reorders between nodes write per run */
     int in_ndim, out_ndim;
     int in_dims[4], out_dims[4];
     si_err_t *err;         /* compile-time only */
@@ -161,7 +169,7 @@ static int mem_new(si_engine_t *e, const dnnl_memory_desc_t *md, int buf, void *
     dnnl_memory_t m;
     dnnl_status_t s = dnnl_memory_create(&m, md, e->eng, handle ? handle : DNNL_MEMORY_NONE);
     if (s != dnnl_success) return fail(e, "create a memory object", NULL, s);
-    e->mems[e->n_mems] = (mem_t){m, buf, buf >= 0};
+    e->mems[e->n_mems] = (mem_t){m, buf, buf >= 0, 0, 0};
     return e->n_mems++;
 }
 
@@ -223,6 +231,7 @@ static int reorder_to(si_engine_t *e, int src, const dnnl_memory_desc_t *md, int
         dnnl_primitive_desc_destroy(pd);
         return -1;
     }
+    e->copy_bytes += dnnl_memory_desc_get_size(md);
     dnnl_exec_arg_t args[3] = {{DNNL_ARG_FROM, e->mems[src].m}, {DNNL_ARG_TO, e->mems[dst].m}};
     if (prim_add(e, pd, args, 2, NULL) < 0) return -1;
     return dst;
@@ -242,13 +251,50 @@ static int value_as(si_engine_t *e, int v, const dnnl_memory_desc_t *md) {
     return ci;
 }
 
+/* A memory that is md over the bytes of memory mi, off bytes further on: no
+ * copy. It owns nothing; a view of the caller's input gets its handle per run. */
+static int mem_view(si_engine_t *e, int mi, const dnnl_memory_desc_t *md, size_t off) {
+    int from_user = e->mems[mi].user_in;
+    if (from_user && e->n_in_views == (int)(sizeof e->in_views / sizeof *e->in_views))
+        return si_err_set(e->err, "segment input read at too many different bands");
+    int view = mem_new(e, md, e->mems[mi].buf, NULL);
+    if (view < 0) return -1;
+    e->mems[view].owns = 0;
+    e->mems[view].user_in = from_user;
+    e->mems[view].off = e->mems[mi].off + off;
+    if (from_user) e->in_views[e->n_in_views++] = view;
+    return view;
+}
+
+/* Rows [ra, rb) of the value in memory mi, which holds rows [row0, ...), as a
+ * view when they lie there as one contiguous run in exactly layout md: a
+ * plain layout whose rows are outermost (NHWC at batch 1, what oneDNN's
+ * AVX-512 kernels run on), where a band's rows are a slice of the bytes.
+ * Returns the view, -1 on error, -2 when the rows do not lie that way. */
+static int rows_view(si_engine_t *e, int mi, int row0, int ra, int rb, const dnnl_memory_desc_t *md) {
+    dnnl_memory_desc_t c = *mem_md(e, mi);
+    dnnl_dims_t *st = &c.format_desc.blocking.strides;
+    if (c.ndims != 4 || c.format_kind != dnnl_blocked || c.format_desc.blocking.inner_nblks ||
+        c.offset0 || c.extra.flags || (*st)[2] < (*st)[1] * c.padded_dims[1] ||
+        (*st)[2] < (*st)[3] * c.padded_dims[3])
+        return -2;
+    c.dims[2] = c.padded_dims[2] = rb - ra;
+    /* One image: its stride is never stepped over, whatever it says. */
+    if (c.dims[0] == 1 && md->format_kind == dnnl_blocked) (*st)[0] = md->format_desc.blocking.strides[0];
+    if (!dnnl_memory_desc_equal(&c, md)) return -2;
+    return mem_view(e, mi, md, (size_t)(ra - row0) * (size_t)(*st)[2] * sizeof(float));
+}
+
 /* The memory holding rows [ra, rb) of value v in layout md (md's height is
- * rb - ra). Rows the value holds beyond those (a hull over several readers)
- * are cropped off by a reorder from a sub-memory view into a buffer released
- * after the current node: in ResNet only shortcuts need this, at band edges. */
+ * rb - ra). Rows the value holds beyond those (a hull over several readers:
+ * in ResNet, shortcuts at band edges) are left out by a view where the rows
+ * lie contiguously in md's layout, else cropped off by a reorder from a
+ * sub-memory view into a buffer released after the current node. */
 static int value_rows_as(si_engine_t *e, int v, int ra, int rb, const dnnl_memory_desc_t *md) {
     if (ra == e->row_begin[v] && rb == e->row_end[v]) return value_as(e, v, md);
     int mi = e->val_mem[v];
+    int rv = rows_view(e, mi, e->row_begin[v], ra, rb, md);
+    if (rv != -2) return rv;
     const dnnl_memory_desc_t *full = mem_md(e, mi);
     dnnl_memory_desc_t sub;
     dnnl_dims_t d, off = {0, 0, ra - e->row_begin[v], 0};
@@ -256,14 +302,8 @@ static int value_rows_as(si_engine_t *e, int v, int ra, int rb, const dnnl_memor
     d[2] = rb - ra;
     dnnl_status_t s = dnnl_memory_desc_init_submemory(&sub, full, d, off);
     if (s != dnnl_success) return fail(e, "describe a crop of rows", NULL, s);
-    int view = mem_new(e, &sub, e->mems[mi].buf, NULL);
+    int view = mem_view(e, mi, &sub, 0);
     if (view < 0) return -1;
-    e->mems[view].owns = 0;
-    if (mi == e->user_in) { /* a view of the caller's input: its handle is set per run */
-        if (e->n_in_views == (int)(sizeof e->in_views / sizeof *e->in_views))
-            return si_err_set(e->err, "segment input read at too many different bands");
-        e->in_views[e->n_in_views++] = view;
-    }
     int crop = reorder_to(e, view, md, -2);
     if (crop >= 0) e->tmp[e->n_tmp++] = crop;
     return crop;
@@ -480,11 +520,16 @@ static int dst_mem_md(si_engine_t *e, const si_node_t *n, int i, const dnnl_memo
         /* In place: the conv accumulates onto the residual. Allowed when the
          * residual is a pool buffer holding the same rows in the same layout,
          * read by nobody after. */
-        if (same_rows && e->last_use[n->in2] == i && e->mems[r].owns &&
-            dnnl_memory_desc_equal(mem_md(e, r), md)) {
+        int dies = e->last_use[n->in2] == i && e->mems[r].owns;
+        if (same_rows && dies && dnnl_memory_desc_equal(mem_md(e, r), md)) {
             mi = mem_new(e, md, e->mems[r].buf, NULL);
             if (mi >= 0) e->mems[r].owns = 0; /* the buffer now belongs to the output */
+        } else if (dies && (mi = rows_view(e, r, e->row_begin[n->in2], e->row_begin[n->out],
+                                            e->row_end[n->out], md)) != -2) {
+            /* A band: the output's rows are a slice of the residual's. */
+            if (mi >= 0) e->mems[mi].owns = 1, e->mems[r].owns = 0;
         } else {
+            /* One copy: from a view of the rows where they lie so, else a crop. */
             int src = value_rows_as(e, n->in2, e->row_begin[n->out], e->row_end[n->out], md);
             mi = src < 0 ? -1 : reorder_to(e, src, md, -2);
         }
@@ -789,7 +834,7 @@ static int bind_buffers(si_engine_t *e) {
     }
     for (int i = 0; i < e->n_mems; i++) {
         int b = e->mems[i].buf;
-        if (b >= 0) dnnl_memory_set_data_handle(e->mems[i].m, e->bufs[b].ptr);
+        if (b >= 0) dnnl_memory_set_data_handle(e->mems[i].m, (char *)e->bufs[b].ptr + e->mems[i].off);
     }
     if (e->scratch_size) {
         e->scratch = aligned_alloc(64, (e->scratch_size + 63) & ~(size_t)63);
@@ -871,6 +916,7 @@ si_engine_t *si_engine_create_io(const si_graph_t *g, const si_segment_t *seg,
     rows_md(e, seg->in, e->row_begin[seg->in], e->row_end[seg->in], io_tag(in_layout), &md);
     e->user_in = mem_new(e, &md, -1, NULL);
     if (e->user_in < 0) goto fail;
+    e->mems[e->user_in].user_in = 1;
     e->val_mem[seg->in] = e->user_in;
     e->in_ndim = g->values[seg->in].ndim;
     memcpy(e->in_dims, g->values[seg->in].dims, sizeof e->in_dims);
@@ -893,6 +939,10 @@ si_engine_t *si_engine_create_io(const si_graph_t *g, const si_segment_t *seg,
     dnnl_exec_arg_t args[3] = {{DNNL_ARG_FROM, e->mems[e->val_mem[seg->out]].m},
                                {DNNL_ARG_TO, e->mems[e->user_out].m}};
     if (prim_add(e, pd, args, 2, NULL) < 0) goto fail;
+    /* The copy-out is the last step; si_engine_run_view can do without it
+     * when the output lies in a buffer of ours exactly as the caller wants. */
+    const mem_t *om = &e->mems[e->val_mem[seg->out]];
+    e->out_direct = om->buf >= 0 && dnnl_memory_desc_equal(mem_md(e, e->val_mem[seg->out]), &md);
     e->out_ndim = g->values[seg->out].ndim;
     memcpy(e->out_dims, g->values[seg->out].dims, sizeof e->out_dims);
     e->out_dims[0] = batch;
@@ -916,6 +966,7 @@ void si_engine_free(si_engine_t *e) {
     for (int i = 0; i < e->n_owned; i++) free(e->owned[i]);
     if (e->scratch_mem) dnnl_memory_destroy(e->scratch_mem);
     free(e->scratch);
+    free(e->view_out);
     if (e->stream) dnnl_stream_destroy(e->stream);
     if (e->eng) dnnl_engine_destroy(e->eng);
     free(e->steps), free(e->mems), free(e->bufs), free(e->owned);
@@ -949,11 +1000,14 @@ size_t si_engine_bytes(const si_engine_t *e) {
     return b;
 }
 
-int si_engine_run(si_engine_t *e, const float *in, float *out, si_err_t *err) {
-    dnnl_memory_set_data_handle(e->mems[e->user_in].m, (void *)in); /* only read */
-    for (int i = 0; i < e->n_in_views; i++) dnnl_memory_set_data_handle(e->mems[e->in_views[i]].m, (void *)in);
-    dnnl_memory_set_data_handle(e->mems[e->user_out].m, out);
-    for (int i = 0; i < e->n_steps; i++) {
+/* Runs steps [0, n) on input in (only read). */
+static int run_steps(si_engine_t *e, const float *in, int n, si_err_t *err) {
+    dnnl_memory_set_data_handle(e->mems[e->user_in].m, (void *)in);
+    for (int i = 0; i < e->n_in_views; i++) {
+        mem_t *v = &e->mems[e->in_views[i]];
+        dnnl_memory_set_data_handle(v->m, (char *)in + v->off);
+    }
+    for (int i = 0; i < n; i++) {
         step_t *st = &e->steps[i];
         if (st->wino) {
             void *src = NULL, *dst = NULL;
@@ -970,6 +1024,29 @@ int si_engine_run(si_engine_t *e, const float *in, float *out, si_err_t *err) {
     if (s != dnnl_success) return si_err_set(err, "oneDNN stream failed (status %d)", (int)s);
     return 0;
 }
+
+int si_engine_run(si_engine_t *e, const float *in, float *out, si_err_t *err) {
+    dnnl_memory_set_data_handle(e->mems[e->user_out].m, out);
+    return run_steps(e, in, e->n_steps, err);
+}
+
+int si_engine_run_view(si_engine_t *e, const float *in, const float **out, si_err_t *err) {
+    if (e->out_direct) {
+        if (run_steps(e, in, e->n_steps - 1, err) < 0) return -1;
+        void *h = NULL;
+        dnnl_memory_get_data_handle(e->mems[e->val_mem[e->seg.out]].m, &h);
+        *out = h;
+        return 0;
+    }
+    if (!e->view_out && !(e->view_out = malloc(si_engine_out_numel(e) * sizeof(float))))
+        return si_err_set(err, "out of memory for the output");
+    if (si_engine_run(e, in, e->view_out, err) < 0) return -1;
+    *out = e->view_out;
+    return 0;
+}
+
+size_t si_engine_copy_bytes(const si_engine_t *e) { return e->copy_bytes; }
+int si_engine_output_direct(const si_engine_t *e) { return e->out_direct; }
 
 size_t si_engine_reordered_bytes(const si_engine_t *e) { return e->reordered_bytes; }
 

@@ -81,6 +81,25 @@ size_t si_engine_out_numel(const si_engine_t *e);
  * si_engine_out_numel floats. Not reentrant: one run at a time per engine. */
 int si_engine_run(si_engine_t *e, const float *in, float *out, si_err_t *err);
 
+/* Runs the segment and points *out at its output (si_engine_out_numel
+ * floats, in the layout asked for at create), in the engine's own memory:
+ * valid until the next run or si_engine_free, not to be written. Where the
+ * last node's output already lies so (si_engine_output_direct), this skips
+ * si_engine_run's copy-out - ResNet50's layer1 writes 3.2 MB - for a caller
+ * that only reads the output (encodes or hashes it); otherwise the copy goes
+ * to a buffer the engine allocates on the first such call. */
+int si_engine_run_view(si_engine_t *e, const float *in, const float **out, si_err_t *err);
+
+/* 1 when si_engine_run_view hands out the last node's output without a copy. */
+int si_engine_output_direct(const si_engine_t *e);
+
+/* Bytes the engine's reorders between nodes write per run: layout changes,
+ * and crops of a band's rows where they do not lie contiguously. Rows in
+ * NHWC (the layout oneDNN's AVX-512 kernels pick here) are read and summed
+ * into in place, so a banded ResNet segment in NHWC copies nothing. Not
+ * counting si_engine_run's copy-out. */
+size_t si_engine_copy_bytes(const si_engine_t *e);
+
 /* The weights node `node` (a graph node index inside the segment) runs with:
  * returns their kind (graph.h SI_WEIGHTS_*: PLAIN, the node's own; BLOCKED,
  * layout filled; WINO2, Winograd-transformed), or -1 when the node has none;

@@ -691,6 +691,92 @@ static void test_io_layouts(void **state) {
     free_tiny(g);
 }
 
+/* Two bottleneck blocks as in a ResNet stage (the first with a projection
+ * shortcut), 64 channels wide so that oneDNN's AVX-512 kernels run them in
+ * NHWC:
+ *   v0 [1,64,12,10] -1x1-> v1 -3x3-> v2 -1x1 (+v3) relu-> v4;  v0 -1x1-> v3
+ *   v4 -1x1-> v5 -3x3-> v6 -1x1 (+v4) relu-> v7 */
+static si_graph_t *blocks_graph(void) {
+    si_graph_t *g = si_graph_new();
+    int d0[4] = {1, 64, 12, 10}, dx[4] = {1, 0, 0, 0};
+    si_graph_add_value(g, 4, d0);
+    for (int v = 1; v <= 7; v++) si_graph_add_value(g, 4, dx);
+    int spec[][5] = {/* in, out, cin, cout, k */
+                     {0, 1, 64, 32, 1}, {1, 2, 32, 32, 3}, {0, 3, 64, 64, 1}, {2, 4, 32, 64, 1},
+                     {4, 5, 64, 32, 1}, {5, 6, 32, 32, 3}, {6, 7, 32, 64, 1}};
+    for (int i = 0; i < 7; i++) {
+        si_node_t n = conv(spec[i][0], spec[i][1], spec[i][2], spec[i][3], spec[i][4], 1,
+                           spec[i][4] / 2, 1);
+        n.act = i == 2 ? SI_ACT_NONE : SI_ACT_RELU;
+        if (spec[i][1] == 4) n.in2 = 3;
+        if (spec[i][1] == 7) n.in2 = 4;
+        si_graph_add_node(g, &n);
+    }
+    g->output = 7;
+    return g;
+}
+
+/* si_engine_run_view gives si_engine_run's numbers, whole and in bands, in
+ * both layouts. In NHWC a band's rows are read and summed into where they
+ * lie: where oneDNN runs the blocks in NHWC (its output needs no copy-out),
+ * a banded engine copies nothing between nodes (before row views, each band
+ * cropped the second block's shortcut twice). */
+static void test_run_view(void **state) {
+    (void)state;
+    si_err_t err = {{0}};
+    si_graph_t *g = blocks_graph();
+    assert_int_equal(si_graph_finish(g, NULL), 0);
+    si_segment_t s;
+    assert_int_equal(si_graph_segment(g, NULL, &s, &err), 0);
+    const int C = 64, H = 12, W = 10;
+    float *in = rand_array((size_t)C * H * W, 1.0f), *nhwc = malloc(sizeof(float) * C * H * W);
+    float *whole = malloc(sizeof(float) * C * H * W), *t = malloc(sizeof(float) * C * H * W);
+    transpose_chw(in, C, H, W, 1, nhwc);
+    si_engine_t *e = si_engine_create(g, &s, 1, &err);
+    assert_non_null(e);
+    assert_int_equal(si_engine_run(e, in, whole, &err), 0); /* NCHW */
+    si_engine_free(e);
+    for (int lay = 0; lay < 2; lay++)
+        for (int K = 1; K <= 4; K++)
+            for (int k = 0; k < K; k++) {
+                int a, b;
+                si_rows_split(H, K, k, &a, &b);
+                si_band_t band;
+                assert_int_equal(si_graph_band(g, &s, a, b, &band, &err), 0);
+                e = si_engine_create_io(g, &s, &band, 1, (si_io_layout_t)lay, (si_io_layout_t)lay, &err);
+                if (!e) fail_msg("K=%d k=%d: %s", K, k, err.msg);
+                int hin = band.in_end - band.in_begin, rows = b - a;
+                float *bin = malloc(sizeof(float) * C * hin * W);
+                if (lay) { /* NHWC: the band's rows are one run */
+                    memcpy(bin, nhwc + (size_t)band.in_begin * W * C, sizeof(float) * C * hin * W);
+                } else {
+                    for (int c = 0; c < C; c++)
+                        memcpy(bin + (size_t)c * hin * W, in + ((size_t)c * H + band.in_begin) * W,
+                               sizeof(float) * hin * W);
+                }
+                const float *out = NULL;
+                for (int run = 0; run < 2; run++) /* a second run: the same numbers */
+                    assert_int_equal(si_engine_run_view(e, bin, &out, &err), 0);
+                if (lay) transpose_chw(out, C, rows, W, 0, t);
+                else memcpy(t, out, sizeof(float) * C * rows * W);
+                for (int c = 0; c < C; c++)
+                    for (int r = 0; r < rows * W; r++) {
+                        float got = t[(size_t)c * rows * W + r], want = whole[((size_t)c * H + a) * W + r];
+                        if (fabsf(got - want) > 1e-5f * (1 + fabsf(want)))
+                            fail_msg("layout %d K=%d k=%d c=%d: %g vs %g", lay, K, k, c, got, want);
+                    }
+                if (lay && si_engine_output_direct(e) && si_engine_copy_bytes(e) != 0)
+                    fail_msg("NHWC K=%d k=%d: %zu bytes copied between nodes per run", K, k,
+                             si_engine_copy_bytes(e));
+                if (!lay) assert_false(si_engine_output_direct(e)); /* NCHW is never the kernels' */
+                free(bin);
+                si_engine_free(e);
+                si_band_free(&band);
+            }
+    free(in), free(nhwc), free(whole), free(t);
+    free_tiny(g);
+}
+
 static void test_onnx_garbage(void **state) {
     (void)state;
     si_err_t err = {{0}};
@@ -710,6 +796,7 @@ int main(void) {
         cmocka_unit_test(test_engine_matches_reference),
         cmocka_unit_test(test_bands_stitch),
         cmocka_unit_test(test_io_layouts),
+        cmocka_unit_test(test_run_view),
         cmocka_unit_test(test_segment_macs),
         cmocka_unit_test(test_sfm_roundtrip),
         cmocka_unit_test(test_sfm_prepacked),
