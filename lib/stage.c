@@ -22,7 +22,6 @@ typedef struct cached {
     si_wire_layout_t in_layout, out_layout; /*   and layouts */
     int in_begin, in_end;                   /* input rows it reads */
     si_engine_t *engine;
-    float *out;                    /* si_engine_out_numel floats, for warm-up runs */
     uint64_t last_used;
 } cached_t;
 
@@ -32,9 +31,18 @@ typedef struct held {
     int value;                    /* graph value these are rows of */
     int row_begin, row_end;
     size_t bytes;                 /* of data: rows x W x C floats (NHWC) */
-    float *data;
+    float *data;                  /* row_begin's row, in base */
+    float *base;                  /* malloc'd: rows [cap_begin, cap_end), data's and */
+    int cap_begin, cap_end;       /*   free margins where the next step's halo goes */
     uint64_t last_used;
 } held_t;
+
+/* Rows of room a held band keeps on each side for the halo its next step
+ * reads: the next call then computes on the held rows where they lie, with
+ * the halo rows written beside them, instead of joining both into a copy.
+ * ResNet50's resident steps of one or two blocks read at most 3 rows beyond
+ * (two 3x3 convs behind a stride 2); a wider halo is joined by a copy. */
+#define HELD_MARGIN_ROWS 4
 
 struct si_stage {
     si_graph_t *g;
@@ -83,13 +91,12 @@ si_stage_t *si_stage_new(si_graph_t *g, const char *segment, si_err_t *err) {
 
 static void cached_clear(cached_t *c) {
     si_engine_free(c->engine);
-    free(c->out);
     memset(c, 0, sizeof *c);
 }
 
 static void held_clear(si_stage_t *s, held_t *h) {
     s->held_bytes -= h->bytes;
-    free(h->data);
+    free(h->base);
     memset(h, 0, sizeof *h);
 }
 
@@ -143,17 +150,25 @@ static void held_drop(si_stage_t *s, const char *id) {
         if (s->held[i].id[0] && !strcmp(s->held[i].id, id)) held_clear(s, &s->held[i]);
 }
 
-/* Keeps data (rows [a, b) of value v, row floats each; ownership passes) for
- * request id. Of the request's older entries only keep (value v_in) stays:
- * a retry of this call finds its input still. Makes room by dropping the
- * least recently used entries. Caller holds the lock. */
-static void held_put(si_stage_t *s, const char *id, int v, int v_in, int a, int b, size_t row,
-                     float *data) {
+/* Keeps a copy of src, rows [a, b) of value v (row floats each), with
+ * HELD_MARGIN_ROWS of room on each side, for request id. Of the request's
+ * older entries only keep (value v_in) stays: a retry of this call finds its
+ * input still. Makes room by dropping the least recently used entries.
+ * Returns -1 when out of memory. Caller holds the lock. */
+static int held_put(si_stage_t *s, const char *id, int v, int v_in, int a, int b, size_t row,
+                    const float *src) {
     for (int i = 0; i < SI_STAGE_HELD; i++) {
         held_t *h = &s->held[i];
         if (h->id[0] && !strcmp(h->id, id) && h->value != v_in) held_clear(s, h);
     }
-    size_t bytes = (size_t)(b - a) * row * sizeof(float);
+    const si_value_t *y = &s->g->values[v];
+    int cap_begin = a > HELD_MARGIN_ROWS ? a - HELD_MARGIN_ROWS : 0;
+    int cap_end = b + HELD_MARGIN_ROWS < y->dims[2] ? b + HELD_MARGIN_ROWS : y->dims[2];
+    size_t bytes = (size_t)(cap_end - cap_begin) * row * sizeof(float);
+    float *base = malloc(bytes);
+    if (!base) return -1;
+    float *data = base + (size_t)(a - cap_begin) * row;
+    memcpy(data, src, (size_t)(b - a) * row * sizeof(float));
     for (;;) {
         held_t *free_slot = NULL, *lru = NULL;
         for (int i = 0; i < SI_STAGE_HELD; i++) {
@@ -167,13 +182,15 @@ static void held_put(si_stage_t *s, const char *id, int v, int v_in, int a, int 
         if (free_slot && s->held_bytes + bytes <= SI_STAGE_HELD_BYTES) {
             snprintf(free_slot->id, sizeof free_slot->id, "%s", id);
             free_slot->value = v, free_slot->row_begin = a, free_slot->row_end = b;
-            free_slot->bytes = bytes, free_slot->data = data, free_slot->last_used = ++s->tick;
+            free_slot->bytes = bytes, free_slot->data = data, free_slot->base = base;
+            free_slot->cap_begin = cap_begin, free_slot->cap_end = cap_end;
+            free_slot->last_used = ++s->tick;
             s->held_bytes += bytes;
-            return;
+            return 0;
         }
         if (!lru) { /* larger than the whole budget: not kept, the next call says so */
-            free(data);
-            return;
+            free(base);
+            return 0;
         }
         held_clear(s, lru);
     }
@@ -210,13 +227,7 @@ static cached_t *engine_for(si_stage_t *s, const si_segment_t *seg, int batch, i
     int ib = band.in_begin, ie = band.in_end;
     si_band_free(&band);
     if (!e) return NULL;
-    float *out = malloc(si_engine_out_numel(e) * sizeof *out);
-    if (!out) {
-        si_engine_free(e);
-        si_err_set(err, "out of memory");
-        return NULL;
-    }
-    *victim = (cached_t){seg->cut_begin, seg->cut_end, batch, a, b, lin, lout, ib, ie, e, out,
+    *victim = (cached_t){seg->cut_begin, seg->cut_end, batch, a, b, lin, lout, ib, ie, e,
                          ++s->tick};
     return victim;
 }
@@ -256,7 +267,8 @@ static int warm_segment(si_stage_t *s, const si_segment_t *seg, int k, int K, in
         if (!c) return -1;
         float *in = runs ? calloc(si_engine_in_numel(c->engine), sizeof *in) : NULL;
         if (runs && !in) rc = si_err_set(err, "out of memory");
-        for (int r = 0; rc == 0 && r < runs; r++) rc = si_engine_run(c->engine, in, c->out, err);
+        const float *out;
+        for (int r = 0; rc == 0 && r < runs; r++) rc = si_engine_run_view(c->engine, in, &out, err);
         free(in);
     }
     return rc;
@@ -327,10 +339,14 @@ static int check_request(const si_stage_t *s, const si_wire_request_t *rq, const
 
 /* The input of a from_held call, whole: rows [c->in_begin, c->in_end) of
  * the step's input, of which those held come from there and the rest, in
- * order, from the request. NULL with *st and err set when they do not fit.
- * Caller holds the lock. */
-static float *join_held(si_stage_t *s, const si_segment_t *seg, const cached_t *c,
-                        const si_wire_request_t *rq, si_stage_status_t *st, si_err_t *err) {
+ * order, from the request. Where the held band's margins have room, the
+ * request's rows are written there and the input is the held buffer itself;
+ * otherwise it is a joined copy, which *copy then owns (else NULL). NULL
+ * with *st and err set when they do not fit. Caller holds the lock. */
+static const float *join_held(si_stage_t *s, const si_segment_t *seg, const cached_t *c,
+                              const si_wire_request_t *rq, float **copy, si_stage_status_t *st,
+                              si_err_t *err) {
+    *copy = NULL;
     held_t *h = held_find(s, rq->request_id, seg->in);
     if (!h) {
         *st = SI_STAGE_NOT_HELD;
@@ -356,8 +372,12 @@ static float *join_held(si_stage_t *s, const si_segment_t *seg, const cached_t *
                    (int)rq->input_row0);
         return NULL;
     }
-    float *in = malloc((size_t)(c->in_end - c->in_begin) * row * sizeof *in);
-    if (!in) {
+    float *in;
+    if (c->in_begin >= h->cap_begin && c->in_end <= h->cap_end) {
+        /* Rows outside [row_begin, row_end) are only ever halo written here,
+         * the same rows again by a retry of this call. */
+        in = h->base + (size_t)(c->in_begin - h->cap_begin) * row;
+    } else if (!(in = *copy = malloc((size_t)(c->in_end - c->in_begin) * row * sizeof *in))) {
         *st = SI_STAGE_FAILED;
         si_err_set(err, "out of memory");
         return NULL;
@@ -365,11 +385,27 @@ static float *join_held(si_stage_t *s, const si_segment_t *seg, const cached_t *
     size_t top = (size_t)(h0 - c->in_begin) * row, mid = (size_t)(h1 - h0) * row;
     size_t bottom = (size_t)carried * row - top;
     if (top) memcpy(in, rq->input.data, top * sizeof *in);
-    memcpy(in + top, h->data + (size_t)(h0 - h->row_begin) * row, mid * sizeof *in);
+    if (*copy) memcpy(in + top, h->data + (size_t)(h0 - h->row_begin) * row, mid * sizeof *in);
     if (bottom) memcpy(in + top + mid, rq->input.data + top, bottom * sizeof *in);
     h->last_used = ++s->tick;
     *st = SI_STAGE_OK;
     return in;
+}
+
+/* Makes the packed message independent of the engine's memory: a float32
+ * piece that points at the output (iov form, wire.h) is copied to reply->out,
+ * which the reply owns; an encoded one (ZEROS, 16-bit) already is. This copy
+ * is the one si_engine_run would make; a ZEROS reply makes none. */
+static int own_output(si_stage_reply_t *reply, const float *data, si_err_t *err) {
+    si_wire_packed_t *p = &reply->packed;
+    for (int i = 0; i < p->iovcnt; i++) {
+        if (p->iov[i].iov_base != (const void *)data) continue;
+        if (!(reply->out = malloc(p->iov[i].iov_len ? p->iov[i].iov_len : 1)))
+            return si_err_set(err, "out of memory");
+        memcpy(reply->out, data, p->iov[i].iov_len);
+        p->iov[i].iov_base = reply->out;
+    }
+    return 0;
 }
 
 si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
@@ -410,7 +446,7 @@ si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
     uint64_t t1 = now_us();
     pthread_mutex_lock(&s->lock);
     uint64_t t2 = now_us();
-    float *joined = NULL; /* a from_held call's input, whole */
+    float *joined = NULL; /* a from_held call's input, when joined by a copy */
     /* OpenMP's thread count belongs to each thread: a server's workers start
      * with the default (every core), not what the stage was made with. Two
      * threads in a function meant to have one burn a capped quota spinning.
@@ -424,7 +460,7 @@ si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
     int h = x->ndim == 4 ? (int)rq.input.dims[2] : 1;
     const float *in = rq.input.data;
     if (rq.from_held) {
-        if (!(in = joined = join_held(s, seg, c, &rq, &st, err))) goto unlock;
+        if (!(in = join_held(s, seg, c, &rq, &joined, &st, err))) goto unlock;
         st = SI_STAGE_FAILED;
     } else if (x->ndim == 4 && (rq.input_row0 != c->in_begin || rq.input_row0 + h != c->in_end)) {
         si_err_set(err, "output rows [%d, %d) of %s need input rows [%d, %d), got [%d, %d)", a, b,
@@ -432,19 +468,16 @@ si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
         st = SI_STAGE_BAD_SHAPE;
         goto unlock;
     }
-    /* A buffer per call: the reply sends it as it lies, after this call
-     * returns, while the next call may already run the same engine. */
-    reply->out = malloc(si_engine_out_numel(c->engine) * sizeof *reply->out);
-    if (!reply->out) {
-        si_err_set(err, "out of memory");
-        goto unlock;
-    }
-    if (si_engine_run(c->engine, in, reply->out, err) < 0) goto unlock;
+    /* The output in the engine's memory, until its next run: whatever goes
+     * out after the lock is released is copied (own_output). ZEROS and 16-bit
+     * replies are encoded from it straight into the packed message. */
+    const float *out;
+    if (si_engine_run_view(c->engine, in, &out, err) < 0) goto unlock;
     uint64_t t3 = now_us();
     int od[4];
     /* ZEROS (lossless) where the caller allows it; the encoder sends it only
      * when it is smaller, and only float32 has it. */
-    si_wire_tensor_t y = {.ndim = si_engine_out_dims(c->engine, od), .data = reply->out,
+    si_wire_tensor_t y = {.ndim = si_engine_out_dims(c->engine, od), .data = out,
                           .dtype = rq.reply_dtype, .layout = lout,
                           .encoding = rq.reply_dtype == SI_WIRE_FP32 ? rq.reply_encoding
                                                                      : SI_WIRE_DENSE};
@@ -458,15 +491,11 @@ si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
         int rb = rq.reply_row_begin, re = rq.reply_row_end;
         if (!rb && !re) rb = a, re = b;
         size_t row = (size_t)od[1] * (size_t)od[3];
-        float *edge = malloc((size_t)(re - rb) * row * sizeof *edge);
-        if (!edge) {
+        if (held_put(s, rq.request_id, seg->out, seg->in, a, b, row, out) < 0) {
             si_err_set(err, "out of memory");
             goto unlock;
         }
-        memcpy(edge, reply->out + (size_t)(rb - a) * row, (size_t)(re - rb) * row * sizeof *edge);
-        held_put(s, rq.request_id, seg->out, seg->in, a, b, row, reply->out);
-        reply->out = edge;
-        y.data = edge, y.dims[2] = re - rb, row0 = rb;
+        y.data = out + (size_t)(rb - a) * row, y.dims[2] = re - rb, row0 = rb;
     } else if (rq.from_held) {
         held_drop(s, rq.request_id); /* the request's last resident step */
     }
@@ -487,7 +516,9 @@ si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
             next.timeout_ms = (int32_t)(left < 1 ? 1 : left);
             reply->forward_timeout_ms = next.timeout_ms;
         }
-        if (si_wire_encode_request_iov(&next, &reply->packed, err) < 0) goto unlock;
+        if (si_wire_encode_request_iov(&next, &reply->packed, err) < 0 ||
+            own_output(reply, y.data, err) < 0)
+            goto unlock;
         snprintf(reply->request_id, sizeof reply->request_id, "%s", rq.request_id ? rq.request_id : "");
         reply->timings = (si_wire_timings_t){t1 - t0, t2 - t1, t3 - t2, now_us() - t3, 0};
         reply->forward = 1;
@@ -502,7 +533,8 @@ si_stage_status_t si_stage_call(si_stage_t *s, const uint8_t *body, size_t len,
     /* The encode time of this reply is not known while packing it: report the
      * previous one's, which for the same band is the same work. */
     rp.timings = (si_wire_timings_t){t1 - t0, t2 - t1, t3 - t2, s->last_encode_us, 0};
-    if (si_wire_encode_reply_iov(&rp, &reply->packed, err) < 0) goto unlock;
+    if (si_wire_encode_reply_iov(&rp, &reply->packed, err) < 0 || own_output(reply, y.data, err) < 0)
+        goto unlock;
     s->last_encode_us = now_us() - t3;
     reply->timings = rp.timings;
     reply->timings.encode_us = s->last_encode_us;

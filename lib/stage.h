@@ -66,13 +66,16 @@ typedef enum si_stage_status {
 #define SI_STAGE_MAX_INPUT_BYTES ((size_t)64 << 20)
 
 /* A reply ready to send: the packed StageReply is packed.iov[0..iovcnt),
- * [protobuf header][the output floats] for fp32 - the engine writes its output
- * straight into the buffer that goes on the wire. Owned by the reply until
- * si_stage_reply_free (which a server calls once the bytes are written). */
+ * [protobuf header][the output floats] for dense fp32, the floats copied
+ * once out of the engine into `out`; one piece for ZEROS or 16-bit, encoded
+ * straight from the engine's memory (no copy of the output at all). Owned by
+ * the reply until si_stage_reply_free (which a server calls once the bytes
+ * are written). */
 typedef struct si_stage_reply {
     si_wire_packed_t packed; /* the StageReply; when forward is set, the StageRequest
                                 for the next function */
-    float *out; /* the output tensor, malloc'd per call (the iov may point into it) */
+    float *out; /* dense fp32 output floats, malloc'd per call (the iov points into
+                   it), or NULL */
     si_wire_timings_t timings;
     int64_t out_elems; /* elements computed */
     /* A chained call (forward set by si_stage_call): */
