@@ -25,6 +25,10 @@
 #   parallel-resident: row bands that stay on their functions and exchange
 #   halos only, plan.h); EVICT=64 MiB written between floor runs
 #   (4x this VM's 16 MiB L3), FLOOR_N=15 runs each.
+#   PEER=path/to/another/splitinfer: every plan also runs on that binary (an
+#   older build, say), as PLAN@peer beside PLAN, interleaved in the same run,
+#   each against its own binary's baseline; and the peer's own speedup
+#   (its median over ours). The floor is ours only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/lib_up.sh
@@ -37,8 +41,15 @@ mkdir -p "$W"
 "$PY" tests/ref/export_resnet.py --arch resnet50 --seed 0 --out build/ref/resnet50.onnx --cached
 "$BIN" convert build/ref/resnet50.onnx -o "$W/resnet50.sfm"
 PHOTO=${PHOTO:-$(sample_photos ../shared/testdata/imagenet-sample 1)}
+if [ -n "${PEER:-}" ]; then
+    "$PEER" convert build/ref/resnet50.onnx -o "$W/resnet50-peer.sfm"
+    for p in $PLANS; do PLANS+=" $p@peer"; done
+fi
 declare -A URL PID
 for p in $PLANS; do
+    peer=0
+    if [[ $p == *@peer ]]; then peer=1; fi
+    p=${p%@peer}
     f=plans/${p%%:*}.json
     if [[ $p == *:* ]]; then
         "$PY" -c "
@@ -51,7 +62,12 @@ for v in sys.argv[2].split('+'):
 d['name']=sys.argv[3]; json.dump(d,open(sys.argv[4],'w'))" "$f" "${p#*:}" "$p" "$W/$p.json"
         f=$W/$p.json
     fi
-    up_start "$f" "$W/resnet50.sfm" "$W/up-$p.log"
+    if [ $peer = 1 ]; then
+        p+=@peer
+        BIN=$PEER up_start "$f" "$W/resnet50-peer.sfm" "$W/up-$p.log"
+    else
+        up_start "$f" "$W/resnet50.sfm" "$W/up-$p.log"
+    fi
     URL[$p]=$GW PID[$p]=$UP_PID
     echo "$p: $GW"
 done
@@ -125,21 +141,26 @@ by = {}
 for p, ms, net, comp in rows:
     by.setdefault(p, []).append((float(ms), float(net), float(comp)))
 med = {p: st.median(x[0] for x in v) for p, v in by.items()}
+def base(p):  # the baseline of p's own binary
+    return med["baseline@peer" if p.endswith("@peer") else "baseline"]
 print(f"{'plan':14s} {'median ms':>10s} {'p90 ms':>8s} {'network ms':>11s} {'compute ms':>11s} {'vs baseline':>12s} {'gateway cpu ms':>15s}")
 for p, v in by.items():
     ms = sorted(x[0] for x in v)
     print(f"{p:14s} {med[p]:10.1f} {ms[int(0.9 * (len(ms) - 1))]:8.1f} {st.median(x[1] for x in v):11.2f} "
-          f"{st.median(x[2] for x in v):11.1f} {med[p] / med['baseline']:12.3f} {gwcpu[p]:15.2f}")
+          f"{st.median(x[2] for x in v):11.1f} {med[p] / base(p):12.3f} {gwcpu[p]:15.2f}")
 print()
 tg = {"pipeline": (1.10, 1.27), "parallel": (0.65, 0.83), "parallel-resident": (0.65, 0.83)}
 for p in med:
-    t, paper = tg.get(p.split(":")[0], (None, None))
+    t, paper = tg.get(p.split(":")[0].split("@")[0], (None, None))
     if t:
-        r = med[p] / med["baseline"]
+        r = med[p] / base(p)
         print(f"{p}/baseline = {r:.3f}  target <= {t}  (paper {paper})  {'PASS' if r <= t else 'MISS'}")
 for p in by:
-    if p.split(":")[0] == "pipeline":
+    if p.split(":")[0].split("@")[0] == "pipeline":
         print(f"{p} network time per image, summed over hops: {st.median(x[1] for x in by[p]):.2f} ms (paper: 179 ms)")
+for p in by:
+    if p + "@peer" in med:
+        print(f"{p}: this build's median / the peer's = {med[p] / med[p + '@peer']:.3f}")
 # Floor: the segments' compute alone (cold caches, one thread, no HTTP).
 whole, pipe, par, res = 0.0, 0.0, {}, {}
 for line in open(sys.argv[2]):
