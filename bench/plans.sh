@@ -27,8 +27,8 @@
 #   (4x this VM's 16 MiB L3), FLOOR_N=15 runs each.
 #   PEER=path/to/another/splitinfer: every plan also runs on that binary (an
 #   older build, say), as PLAN@peer beside PLAN, interleaved in the same run,
-#   each against its own binary's baseline; and the peer's own speedup
-#   (its median over ours). The floor is ours only.
+#   each against its own binary's baseline; then, per plan, this build's
+#   median over the peer's. The floor is ours only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/lib_up.sh
