@@ -82,7 +82,10 @@ static int run_plan(gw_srv_t *s, const float *in, float *out, si_gateway_trace_t
     char code[8];
     snprintf(code, sizeof code, "%d", status);
     const char *lv[] = {code};
-    si_metrics_inc(s->upstream_err, lv, NULL);
+    /* Only what a function caused: the gateway's own failures (out of
+     * memory, 500) are in splitinfer_requests_total by code. */
+    if (st == SI_GW_UPSTREAM_DOWN || st == SI_GW_UPSTREAM_TIMEOUT || st == SI_GW_UPSTREAM_ERROR)
+        si_metrics_inc(s->upstream_err, lv, NULL);
     /* One line per failed request on stderr (the container log): which step,
      * band and function failed and how, after how long. */
     fprintf(stderr, "splitinfer gateway %s: %d after %.0f ms: %s\n", s->m.function, status,

@@ -225,7 +225,7 @@ static si_gateway_status_t from_httpc(const si_httpc_resp_t *r) {
  * timings: hop 0 is the gateway's call (round trip rt), hop m > 0 the call of
  * the function before it, which reports that round trip as forward_us. */
 static int trace_chain(const si_gateway_t *gw, int i, int n, const si_wire_reply_t *rp, double rt,
-                       size_t sent, size_t received, si_gateway_step_trace_t *tr, si_err_t *err) {
+                       size_t received, si_gateway_step_trace_t *tr, si_err_t *err) {
     if (rp->n_chain != n - 1)
         return si_err_set(err, "replied with the timings of %d functions for a chain of %d",
                            rp->n_chain + 1, n);
@@ -238,10 +238,13 @@ static int trace_chain(const si_gateway_t *gw, int i, int n, const si_wire_reply
         tr[m].network = net > 0 ? net : 0;
         tr[m].compute = (double)t->compute_us * 1e-6;
         tr[m].seconds = call - down;
-        /* The gateway sees only the first request; the hops after it carry
-         * the step's input tensor (counted without its few header bytes). */
-        tr[m].bytes_sent = m == 0 ? sent : si_value_numel(&gw->g->values[gw->steps[i + m].seg.in]) * es;
-        tr[m].bytes_received = received; /* the run's output, passed back hop by hop */
+        /* The gateway sees only the first hop (its caller counts it); the
+         * hops after it carry the step's input tensor (counted without its
+         * few header bytes) and pass the run's output back. */
+        if (m > 0) {
+            tr[m].bytes_sent = si_value_numel(&gw->g->values[gw->steps[i + m].seg.in]) * es;
+            tr[m].bytes_received = received;
+        }
         call = down;
     }
     return 0;
@@ -285,7 +288,9 @@ static int carried_rows(const si_gateway_t *gw, int i, int k, const held_t *prev
  * encoding of the elements (then step i has one band: x goes on whole). The
  * output of step j - 1 goes, in the plan's dtype and layout, to *y (the last
  * reply kept whole, or the bands stitched), or converted to float32 NCHW into
- * out when out is not NULL (the last step). tr: the traces of steps i..j-1.
+ * out when out is not NULL (the last step). tr: the traces of steps i..j-1,
+ * zeroed by si_gateway_run; a step run again (a resident run started over)
+ * adds its time and bytes to what the first attempt left there.
  * A resident step (one step) is request `id` of its run: from_held, its
  * input is the run's previous step's edge replies prev[] (x unused); with
  * hold, its bands' edge replies go to edges[] instead of *y. A function that
@@ -317,7 +322,6 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
     si_httpc_call_t calls[SI_PLAN_MAX_BANDS];
     si_httpc_resp_t resps[SI_PLAN_MAX_BANDS];
     memset(resps, 0, sizeof resps);
-    memset(tr, 0, (size_t)(j - i) * sizeof *tr);
     memset(y, 0, sizeof *y);
     /* A whole reply may come as ZEROS when what takes it is the gateway (the
      * logits) or a one-band step, which gets it on as it came; bands are cut
@@ -381,7 +385,6 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
             calls[k] = (si_httpc_call_t){.url = st->urls[k], .content_type = "application/x-protobuf",
                                          .iov = gathers[k], .iovcnt = 1 + n,
                                          .timeout_ms = gw->plan.timeout_ms, .headers = no_expect};
-            tr->bytes_sent += packed[k].len;
             continue;
         }
         if (xv->ndim == 4) {
@@ -429,9 +432,11 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
         calls[k] = (si_httpc_call_t){.url = st->urls[k], .content_type = "application/x-protobuf",
                                      .iov = iov, .iovcnt = iovcnt,
                                      .timeout_ms = gw->plan.timeout_ms, .headers = no_expect};
-        tr->bytes_sent += packed[k].len;
     }
     if (si_httpc_post_many(client, K, calls, resps, err) < 0) goto out;
+    /* Bytes as they moved, every attempt counted: a call retried after its
+     * connection broke may have sent its whole body already. */
+    for (int k = 0; k < K; k++) tr->bytes_sent += resps[k].sent, tr->bytes_received += resps[k].received;
     /* A stage call is idempotent: one retry of what failed to connect or lost
      * its connection (a function restarting, a keep-alive connection the peer
      * closed), the bands that need it at once, in what is left of the plan's
@@ -449,6 +454,7 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
         }
         if (si_httpc_post_many(client, n_again, rc_calls, rc_resps, err) < 0) goto out;
         for (int a = 0; a < n_again; a++) {
+            tr->bytes_sent += rc_resps[a].sent, tr->bytes_received += rc_resps[a].received;
             si_httpc_resp_free(&resps[again[a]]);
             resps[again[a]] = rc_resps[a];
         }
@@ -500,8 +506,7 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
             goto out;
         }
         if (j > i + 1) {
-            if (trace_chain(gw, i, j - i, &rp, resps[k].seconds, tr->bytes_sent, resps[k].len, tr,
-                            err) < 0) {
+            if (trace_chain(gw, i, j - i, &rp, resps[k].seconds, resps[k].len, tr, err) < 0) {
                 si_err_prefix(err, "step %d: %s", i, st->urls[k]);
                 si_wire_reply_free(&rp);
                 rc = SI_GW_UPSTREAM_ERROR;
@@ -513,7 +518,6 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
             tr->network += net > 0 ? net : 0;
             double comp = (double)rp.timings.compute_us * 1e-6;
             if (comp > tr->compute) tr->compute = comp;
-            tr->bytes_received += resps[k].len;
         }
         if (keep || st->hold) {
             held_t *h = st->hold ? &edges[k] : y;
@@ -546,7 +550,7 @@ static si_gateway_status_t run_step(si_gateway_t *gw, si_httpc_t *client, int i,
     rc = SI_GW_OK;
 out:
     /* A chain's steps were traced from its reply; a failed call is the first step's. */
-    if (j == i + 1 || rc != SI_GW_OK) tr->seconds = now_s() - t0;
+    if (j == i + 1 || rc != SI_GW_OK) tr->seconds += now_s() - t0;
     if (rc != SI_GW_OK || out) held_free(y);
     if (rc != SI_GW_OK && st->hold)
         for (int k = 0; k < K; k++) held_free(&edges[k]);

@@ -46,7 +46,9 @@ typedef enum si_gateway_status {
     SI_GW_FAILED,           /* ours: out of memory (500) */
 } si_gateway_status_t;
 
-/* What one request cost, per step. Times in seconds, bytes of bodies. */
+/* What one request cost, per step. Times in seconds, bytes of bodies as
+ * they moved: every attempt of a retried call and of a resident run started
+ * again counts (its time too). */
 typedef struct si_gateway_step_trace {
     double seconds;       /* the step, send to last reply stitched */
     double network;       /* sum over its hops of round trip minus the stage's own time */

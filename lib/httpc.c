@@ -42,9 +42,11 @@ typedef struct xfer {
     size_t max; /* response limit */
     int too_big, oom;
     int added; /* in the multi handle */
-    const struct iovec *iov; /* a body in pieces, read out by on_read */
+    const struct iovec *iov; /* the body in pieces, read out by on_read */
     int iovcnt, iov_i;
     size_t iov_off;
+    struct iovec one; /* a body given whole: iov's one piece */
+    size_t taken;     /* body bytes curl took, a resend's again */
     char errbuf[CURL_ERROR_SIZE];
 } xfer_t;
 
@@ -61,6 +63,7 @@ static size_t on_read(char *dst, size_t size, size_t nmemb, void *ud) {
         n += take, x->iov_off += take;
         if (x->iov_off == v->iov_len) x->iov_i++, x->iov_off = 0;
     }
+    x->taken += n;
     return n;
 }
 
@@ -278,25 +281,27 @@ static int xfer_setup(si_httpc_t *c, xfer_t *x, const si_httpc_call_t *k) {
     } else if (!strcmp(x->method, "HEAD")) {
         SET(CURLOPT_NOBODY, 1L);
     } else {
-        /* POSTFIELDS borrows the caller's bytes (no copy); "" for an empty body
-         * so curl does not read the body from stdin. */
+        /* Every body goes through on_read, a whole one as one piece: it
+         * counts what curl took (resends included, which POSTFIELDS would
+         * not tell) at the cost of one copy into curl's buffer. */
         SET(CURLOPT_POST, 1L);
         if (k->iovcnt > 0) {
-            size_t total = 0;
-            for (int i = 0; i < k->iovcnt; i++) total += k->iov[i].iov_len;
-            x->iov = k->iov, x->iovcnt = k->iovcnt, x->iov_i = 0, x->iov_off = 0;
-            SET(CURLOPT_READFUNCTION, on_read);
-            SET(CURLOPT_READDATA, x);
-            SET(CURLOPT_SEEKFUNCTION, on_seek);
-            SET(CURLOPT_SEEKDATA, x);
-            /* curl copies a read-callback body through this buffer, 64 KiB by
-             * default: a 3 MB tensor would be 49 callbacks and sends. */
-            SET(CURLOPT_UPLOAD_BUFFERSIZE, 1L << 20);
-            SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)total);
+            x->iov = k->iov, x->iovcnt = k->iovcnt;
         } else {
-            SET(CURLOPT_POSTFIELDS, k->body ? k->body : "");
-            SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)k->len);
+            x->one = (struct iovec){(void *)k->body, k->body ? k->len : 0};
+            x->iov = &x->one, x->iovcnt = 1;
         }
+        size_t total = 0;
+        for (int i = 0; i < x->iovcnt; i++) total += x->iov[i].iov_len;
+        x->iov_i = 0, x->iov_off = 0, x->taken = 0;
+        SET(CURLOPT_READFUNCTION, on_read);
+        SET(CURLOPT_READDATA, x);
+        SET(CURLOPT_SEEKFUNCTION, on_seek);
+        SET(CURLOPT_SEEKDATA, x);
+        /* curl copies a read-callback body through this buffer, 64 KiB by
+         * default: a 3 MB tensor would be 49 callbacks and sends. */
+        SET(CURLOPT_UPLOAD_BUFFERSIZE, 1L << 20);
+        SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)total);
         if (strcmp(x->method, "POST") != 0) SET(CURLOPT_CUSTOMREQUEST, x->method);
     }
 #undef SET
@@ -334,11 +339,16 @@ static si_httpc_error_t classify(CURLcode rc) {
 static void xfer_finish(xfer_t *x, CURLcode rc) {
     si_httpc_resp_t *o = x->out;
     CURL *e = x->easy;
-    curl_off_t us = 0;
+    curl_off_t us = 0, down = 0;
     long connects = 0, status = 0;
     curl_easy_getinfo(e, CURLINFO_TOTAL_TIME_T, &us);
     curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &connects);
+    curl_easy_getinfo(e, CURLINFO_SIZE_DOWNLOAD_T, &down);
     o->seconds = (double)us * 1e-6;
+    /* Ours, not CURLINFO_SIZE_UPLOAD_T: curl restarts that count when it
+     * sends the body again on a fresh connection. */
+    o->sent = x->taken;
+    o->received = down > 0 ? (size_t)down : 0;
     o->new_connections = (int)connects;
     o->error = classify(rc);
     if (o->error == SI_HTTPC_OK) {

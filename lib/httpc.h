@@ -56,6 +56,11 @@ typedef struct si_httpc_resp {
     char content_type[128]; /* Content-Type of the response, "" if none (cut if longer) */
     double seconds;         /* round trip: call start (incl. connecting) -> last byte received */
     int new_connections;    /* TCP connections opened for this call: 0 when one was reused */
+    size_t sent;            /* request body bytes handed to the connection, every resend
+                               included (curl sends a body again when a kept-alive connection
+                               died under it); a call cut short may count some it buffered
+                               but never sent. For failed calls too: bytes moved count */
+    size_t received;        /* response body bytes that came in, a failed call's too */
     char error_msg[SI_ERR_MAX]; /* why, when error != SI_HTTPC_OK (names method and URL);
                                    "" otherwise */
 } si_httpc_resp_t;

@@ -159,15 +159,19 @@ GW=http://127.0.0.1:$gport expect 503 "function down" -X POST -H 'Content-Type: 
 ms=$((($(date +%s%N) - t0) / 1000000))
 [ "$ms" -lt 3000 ] && echo "ok   answered in $ms ms (timeout 3000)" || { echo "FAIL: took $ms ms"; failed=1; }
 expect 503 "readiness with a function down" "http://127.0.0.1:$gport/v2/health/ready"
+# metric NAME_AND_LABELS: its value in the gateway's /metrics ("" if absent).
+metric() { curl -s "http://127.0.0.1:$gport/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+n=$(metric 'splitinfer_upstream_errors_total{code="503"}')
+[ "$n" = 1 ] && echo "ok   upstream_errors_total{code=\"503\"} 1" || { echo "FAIL: upstream_errors_total 503: '$n', want 1"; failed=1; }
 kill -TERM "$GWP"; wait "$GWP" || { echo "FAIL: gateway exit code on SIGTERM"; failed=1; }
 
 # Functions that answer 200 with a reply the gateway must not take (fakes on
 # loopback writing a StageReply by hand): NaN logits (502 naming them, not a
 # 200 with NaN probabilities), and logits as ZEROS to a gateway that asked for
 # dense (502: it would index their rows as dense).
-for fake in "nan not finite" "zeros ZEROS where it asked for dense"; do
-    read -r mode want <<<"$fake"
-    "$PY" -c "
+# The fakes: python3 -c "$FAKE" MODE [CALLS_FILE] prints its port, answers every
+# POST with MODE's reply (CALLS_FILE: the request sizes it read, then its reply's).
+FAKE="
 import http.server, struct, sys
 def varint(v):
     o = b''
@@ -179,19 +183,31 @@ def ld(num, p): return varint(num << 3 | 2) + varint(len(p)) + p
 dims = ld(1, varint(1) + varint(1000))
 if sys.argv[1] == 'nan':
     tensor = dims + ld(15, struct.pack('<1000f', *([float('nan')] * 1000)))
-else:  # Tensor.encoding = ZEROS: a bitmap of 125 bytes, every bit set, then the 1000 elements
+elif sys.argv[1] == 'zeros':  # Tensor.encoding = ZEROS: a bitmap of 125 bytes, every bit set, then the 1000 elements
     tensor = dims + varint(5 << 3) + varint(1) + ld(15, bytes([255] * 125) + struct.pack('<1000f', *([1.0] * 1000)))
+else:  # hangup: finite logits, after hanging up once
+    tensor = dims + ld(15, struct.pack('<1000f', *[i / 1000 for i in range(1000)]))
 reply = ld(15, tensor)  # StageReply.output
+calls = []
 class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
-        self.rfile.read(int(self.headers['Content-Length']))
+        n = int(self.headers['Content-Length'])
+        self.rfile.read(n)
+        calls.append(n)
+        if len(sys.argv) > 2: open(sys.argv[2], 'w').write(' '.join(map(str, calls + [len(reply)])))
+        if sys.argv[1] == 'hangup' and len(calls) == 1:
+            self.close_connection = True  # the whole request read, no answer
+            return
         self.send_response(200); self.send_header('Content-Type', 'application/x-protobuf')
         self.send_header('Content-Length', str(len(reply))); self.end_headers(); self.wfile.write(reply)
     def log_message(self, *a): pass
 s = http.server.HTTPServer(('127.0.0.1', 0), H)
 print(s.server_address[1], flush=True)
 s.serve_forever()
-" "$mode" >"$W/fake.port" &
+"
+for fake in "nan not finite" "zeros ZEROS where it asked for dense"; do
+    read -r mode want <<<"$fake"
+    "$PY" -c "$FAKE" "$mode" >"$W/fake.port" &
     FAKEP=$!
     for _ in $(seq 1 50); do [ -s "$W/fake.port" ] && break; sleep 0.1; done
     cat >"$W/fake.json" <<JSON
@@ -203,10 +219,38 @@ JSON
     for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$gport/v2/health/live" && break; sleep 0.1; done
     expect 502 "a function answering $mode logits" -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "http://127.0.0.1:$gport/v1/classify"
     grep -q "$want" "$W/body" && echo "ok   the error says: $want" || { echo "FAIL: 502 without '$want': $(head -c 200 "$W/body")"; failed=1; }
+    n=$(metric 'splitinfer_upstream_errors_total{code="502"}')
+    [ "$n" = 1 ] && echo "ok   upstream_errors_total{code=\"502\"} 1" || { echo "FAIL: upstream_errors_total 502: '$n', want 1"; failed=1; }
     kill -TERM "$GWP"; wait "$GWP" || { echo "FAIL: gateway exit code on SIGTERM"; failed=1; }
     kill "$FAKEP" 2>/dev/null; wait "$FAKEP" 2>/dev/null
     rm -f "$W/fake.port"
 done
+# A function that takes the whole request, then hangs up (a pod going away):
+# the gateway sends it again, once, and answers 200. Its metrics count the
+# bytes that moved: the request twice, the reply once; no upstream error.
+"$PY" -c "$FAKE" hangup "$W/fake.calls" >"$W/fake.port" &
+FAKEP=$!
+for _ in $(seq 1 50); do [ -s "$W/fake.port" ] && break; sleep 0.1; done
+cat >"$W/fake.json" <<JSON
+{"name": "fake", "model": "mobilenet_v2", "timeout_ms": 3000, "encoding": "dense",
+ "steps": [{"segment": "all", "functions": ["http://127.0.0.1:$(cat "$W/fake.port")"]}]}
+JSON
+"$BIN" gateway --plan "$W/fake.json" -m "$MB" --host 127.0.0.1 --port "$gport" 2>"$W/gw-fake.log" &
+GWP=$!
+for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$gport/v2/health/live" && break; sleep 0.1; done
+expect 200 "a function that hung up once" -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "http://127.0.0.1:$gport/v1/classify"
+read -r first second reply <"$W/fake.calls"
+sent=$(metric 'splitinfer_hop_bytes_total{step="0:all",direction="sent"}')
+recv=$(metric 'splitinfer_hop_bytes_total{step="0:all",direction="received"}')
+errs=$(curl -s "http://127.0.0.1:$gport/metrics" | grep -c '^splitinfer_upstream_errors_total{')
+if [ "$first" = "$second" ] && [ "$sent" = $((first + second)) ] && [ "$recv" = "$reply" ] && [ "$errs" = 0 ]; then
+    echo "ok   hop bytes: sent $sent (the request twice), received $recv; no upstream error"
+else
+    echo "FAIL: hop bytes sent '$sent' received '$recv' upstream error lines $errs; the function read $first and $second, replied $reply"; failed=1
+fi
+kill -TERM "$GWP"; wait "$GWP" || { echo "FAIL: gateway exit code on SIGTERM"; failed=1; }
+kill "$FAKEP" 2>/dev/null; wait "$FAKEP" 2>/dev/null
+rm -f "$W/fake.port"
 
 # Chains: a gateway -> stage #0..#6 -> NEXT, where NEXT is nothing (connection
 # refused: 503) or a socket that accepts and never answers (504). Both come

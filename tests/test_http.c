@@ -288,6 +288,8 @@ static void test_echo_exact_bytes(void **state) {
     assert_int_equal(r.len, n);
     assert_memory_equal(r.body, big, n);
     assert_string_equal(r.content_type, "application/octet-stream");
+    assert_int_equal(r.sent, n); /* the bytes moved, for a gateway's metrics */
+    assert_int_equal(r.received, n);
     si_httpc_resp_free(&r);
 
     /* Within the preset input buffer, on the same connection. */
@@ -303,6 +305,8 @@ static void test_echo_exact_bytes(void **state) {
     assert_int_equal(r.status, 200);
     assert_int_equal(r.len, n);
     assert_memory_equal(r.body, big, n);
+    assert_int_equal(r.sent, n);
+    assert_int_equal(r.received, n);
     si_httpc_resp_free(&r);
     free(big);
 
@@ -641,6 +645,8 @@ static void test_iov_resent_after_hangup(void **state) {
         if (si_httpc_post_many(c, 1, &k, &r, &err) != 0) fail_msg("call %d: %s", i, r.error_msg);
         assert_int_equal(r.status, 200);
         assert_memory_equal(r.body, "ok", 2);
+        /* The second went out twice: on the connection that died, then again. */
+        assert_int_equal(r.sent, (i + 1) * h.want);
         si_httpc_resp_free(&r);
     }
     pthread_join(t, NULL);
@@ -713,6 +719,7 @@ static void test_error_kinds(void **state) {
     assert_int_equal(r.error, SI_HTTPC_CONNECT);
     assert_int_equal(r.status, 0);
     assert_null(r.body);
+    assert_int_equal(r.sent, 0); /* nothing went out */
     assert_non_null(strstr(err.msg, u));
     assert_string_equal(si_httpc_error_name(r.error), "connect");
     si_httpc_resp_free(&r);
