@@ -1293,7 +1293,7 @@ static char *make_table(const bench_t *b, const char *caps[], const char *runtim
             "serverless platform bills; it is a share of one CPU, not of the quota, because CFS "
             "lets a capped function run a short call at full speed.\n"
             "- memory: peak resident set (VmHWM) of each stage function after the warm requests, "
-            "mmapped weights included; the gateway is listed apart (the paper's plans have none).\n"
+            "weights included; the gateway is listed apart (the paper's plans have none).\n"
             "- network latency: the gateway's network_ms, per hop its round trip minus the time "
             "the stage reports for itself, summed over the hops of one image.\n"
             "- 1 MB = 2^20 bytes.\n");

@@ -5,8 +5,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
-si_graph_t *si_graph_new(void) { return calloc(1, sizeof(si_graph_t)); }
+#include "hugemem.h"
+
+si_graph_t *si_graph_new(void) {
+    si_graph_t *g = calloc(1, sizeof *g);
+    if (g) g->map_fd = -1;
+    return g;
+}
 
 void si_graph_free(si_graph_t *g) {
     if (!g) return;
@@ -19,6 +26,8 @@ void si_graph_free(si_graph_t *g) {
     free(g->arena);
     free(g->layouts);
     if (g->map) munmap(g->map, g->map_len);
+    if (g->map_fd >= 0) close(g->map_fd);
+    si_huge_free(g->hot, g->hot_len);
     free(g);
 }
 

@@ -141,11 +141,16 @@ typedef struct si_graph {
 
     si_layout_t *layouts; /* per node, for prepacked weights (owned; may be NULL) */
 
-    /* Weight storage: exactly one of these is in use. */
+    /* Weight storage: an arena or a mapping, exactly one of them; and a
+     * segment's weights may have been copied to huge pages (si_model_hot). */
     float *arena;      /* owned, freed by si_graph_free */
     size_t arena_len;  /* floats */
     void *map;         /* mmap'd model file, unmapped by si_graph_free */
     size_t map_len;    /* bytes */
+    int map_fd;        /* that file, open (si_model_hot reads it), closed by si_graph_free;
+                          -1 when there is no mapping */
+    void *hot;         /* si_model_hot's copies (hugemem.h), freed by si_graph_free */
+    size_t hot_len;    /* bytes mapped */
 } si_graph_t;
 
 /* An empty graph with room to grow; NULL on OOM. */

@@ -45,4 +45,13 @@ int si_sfm_save(const si_graph_t *g, const si_segment_t *seg, const char *path, 
  * hold the weights twice. A no-op for memory the graph owns. */
 void si_model_drop(const si_graph_t *g, const void *p, size_t len);
 
+/* Copies the weights and biases of seg's nodes into one region on huge pages
+ * (hugemem.h: why), points those nodes at the copies and drops the mapped
+ * file's pages they came from. For a process that runs seg many times - a
+ * stage function, a benchmark - not one that only reads the structure (the
+ * gateway). Nodes outside seg are untouched. Costs one copy at load (ResNet50:
+ * 100 MB). Returns 0, also when seg has no weights; -1 with err set when the
+ * region cannot be mapped (g is unchanged and still works). */
+int si_model_hot(si_graph_t *g, const si_segment_t *seg, si_err_t *err);
+
 #endif

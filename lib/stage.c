@@ -6,10 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
 
 #include "engine.h"
+#include "modelfile.h"
 
 /* Cached engines: a plain stage uses one or two (batch, band, layouts); a
  * resident one one per step, and a Service serving every band one per step
@@ -84,6 +84,12 @@ si_stage_t *si_stage_new(si_graph_t *g, const char *segment, si_err_t *err) {
         return NULL;
     }
     snprintf(s->spec, sizeof s->spec, "%s", segment ? segment : "all");
+    /* Every request reads all of the segment's weights: on huge pages. */
+    if (si_model_hot(g, &s->seg, err) < 0) {
+        si_graph_free(g);
+        free(s);
+        return NULL;
+    }
     s->threads = si_engine_threads();
     pthread_mutex_init(&s->lock, NULL);
     return s;
@@ -243,16 +249,6 @@ static si_wire_layout_t warm_in_layout(const si_stage_t *s, const si_segment_t *
     return seg->in == 0 ? SI_WIRE_NCHW : layout_of(s, seg->in, SI_WIRE_NHWC);
 }
 
-/* The mapped model file's pages, in before the first request needs them. */
-static void populate_weights(const si_stage_t *s) {
-    if (!s->g->map || !s->g->map_len) return; /* weights read into memory: in already */
-#ifdef MADV_POPULATE_READ
-    if (madvise(s->g->map, s->g->map_len, MADV_POPULATE_READ) == 0) return;
-#endif
-    volatile const char *p = s->g->map; /* older kernels: one read per page */
-    for (size_t i = 0; i < s->g->map_len; i += 4096) (void)p[i];
-}
-
 /* Warms band k of K (k < 0: every band) of seg. Caller holds the lock. */
 static int warm_segment(si_stage_t *s, const si_segment_t *seg, int k, int K, int runs,
                         si_err_t *err) {
@@ -280,7 +276,6 @@ int si_stage_warmup(si_stage_t *s, int k, int K, int runs, si_err_t *err) {
     int rc = 0;
     if (!s->n_steps) rc = warm_segment(s, &s->seg, k, K, runs, err);
     for (int i = 0; rc == 0 && i < s->n_steps; i++) rc = warm_segment(s, &s->steps[i], k, K, runs, err);
-    if (rc == 0 && runs == 0) populate_weights(s);
     pthread_mutex_unlock(&s->lock);
     return rc;
 }

@@ -88,7 +88,9 @@ typedef struct si_stage_reply {
     si_wire_reply_t down;   /* its decoding: the packed reply points at its elements */
 } si_stage_reply_t;
 
-/* Takes ownership of g. segment: the spec this stage serves ("layer2").
+/* Takes ownership of g. segment: the spec this stage serves ("layer2"). Its
+ * weights are copied to huge pages (si_model_hot) here: a stage that cannot
+ * map them fails.
  * Computes on as many threads as si_engine_threads() says in the calling
  * thread, whichever thread later calls si_stage_call. */
 si_stage_t *si_stage_new(si_graph_t *g, const char *segment, si_err_t *err);
@@ -96,12 +98,12 @@ void si_stage_free(si_stage_t *s);
 
 /* Compiles the engine for output band k of K (K = 1: the whole tensor; k < 0:
  * every band of K; with resident steps, of every step) and runs it `runs` times on zeros, so the first real
- * request pays no compile and no page faults. runs = 0 compiles and maps the
- * weights' pages in (MADV_POPULATE_READ) without running, which is what
+ * request pays no compile and no page faults. runs = 0 compiles without
+ * running (the weights are in memory since si_stage_new), which is what
  * `splitinfer stage` does by default: measured in podman at 0.35 CPU, the
  * first request took as long either way (223 and 224 ms, median of 5), while
  * a run before ready added ~360 ms to the cold start (1055 against 681 ms):
- * with prepacked, mapped weights and compiled primitives there is nothing
+ * with prepacked weights in memory and compiled primitives there is nothing
  * left for a run to warm but the activations' first touch. It warms the layouts the gateway uses: the
  * input NCHW for a segment that takes the model's input (the preprocessed
  * image), else NHWC (another function's output); the output NHWC (if 4-d).

@@ -14,6 +14,7 @@
 
 #include "engine.h"
 #include "graph.h"
+#include "hugemem.h"
 #include "modelfile.h"
 #include "onnx.h"
 
@@ -777,6 +778,97 @@ static void test_run_view(void **state) {
     free_tiny(g);
 }
 
+/* Huge-page regions: aligned, zeroed, and backed by huge pages where the
+ * kernel offers them for madvise'd memory. */
+static void test_huge_alloc(void **state) {
+    (void)state;
+    si_err_t err = {{0}};
+    size_t mapped = 0;
+    unsigned char *p = si_huge_alloc(5u << 20, &mapped, &err);
+    assert_non_null(p);
+    assert_int_equal(mapped, 6u << 20);
+    assert_int_equal((uintptr_t)p % SI_HUGE_PAGE, 0);
+    for (size_t i = 0; i < mapped; i += 4096) assert_int_equal(p[i], 0);
+    memset(p, 0x5a, mapped);
+    long long backed = si_huge_backed(p, mapped);
+    assert_true(backed >= 0 && backed <= (long long)mapped);
+    char thp[128] = "";
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (f) {
+        if (!fgets(thp, sizeof thp, f)) thp[0] = 0;
+        thp[strcspn(thp, "\n")] = 0;
+        fclose(f);
+    }
+    /* With THP on for madvise'd memory, touching 6 MiB got at least one huge
+     * page (a fragmented host could refuse some, not all three). */
+    if (strstr(thp, "[always]") || strstr(thp, "[madvise]")) {
+        if (backed < (long long)SI_HUGE_PAGE) fail_msg("THP is %s yet %lld bytes on huge pages", thp, backed);
+    } else {
+        print_message("transparent huge pages are off here (%s): 4 KiB pages only\n", thp);
+    }
+    si_huge_free(p, mapped);
+    assert_null(si_huge_alloc(0, &mapped, &err));
+    assert_non_null(strstr(err.msg, "bad length"));
+}
+
+/* si_model_hot moves a segment's weights out of the mapped file and changes
+ * no number: the engine's output is bit for bit the mapped model's. */
+static void test_model_hot(void **state) {
+    (void)state;
+    si_err_t err = {{0}};
+    si_graph_t *g = blocks_graph();
+    assert_int_equal(si_graph_finish(g, NULL), 0);
+    char path[] = "/tmp/si_test_XXXXXX";
+    close(mkstemp(path));
+    assert_int_equal(si_sfm_save(g, NULL, path, &err), 0);
+    const size_t n = (size_t)64 * 12 * 10;
+    float *in = rand_array(n, 1.0f), *want = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float));
+    si_graph_t *h = si_model_load(path, &err);
+    assert_non_null(h);
+    si_segment_t s;
+    assert_int_equal(si_graph_segment(h, NULL, &s, &err), 0);
+    si_engine_t *e = si_engine_create(h, &s, 1, &err);
+    assert_non_null(e);
+    assert_int_equal(si_engine_run(e, in, want, &err), 0);
+    si_engine_free(e);
+    si_graph_free(h);
+
+    /* A part: its nodes point into the huge region, the others still into the map. */
+    h = si_model_load(path, &err);
+    assert_non_null(h);
+    assert_true(h->n_cuts >= 3);
+    si_segment_t part = {0};
+    char spec[32];
+    snprintf(spec, sizeof spec, "#1..#%d", h->n_cuts - 1);
+    assert_int_equal(si_graph_segment(h, spec, &part, &err), 0);
+    assert_int_equal(si_model_hot(h, &part, &err), 0);
+    assert_non_null(h->hot);
+    const char *hot = h->hot, *map = h->map;
+    for (int i = 0; i < h->n_nodes; i++) {
+        const char *w = (const char *)h->nodes[i].w;
+        int in_part = i >= part.node_begin && i < part.node_end;
+        if (in_part) assert_true(w >= hot && w < hot + h->hot_len);
+        else assert_true(w >= map && w < map + h->map_len);
+    }
+    assert_int_equal(si_model_hot(h, &part, &err), -1); /* once */
+    si_graph_free(h);
+
+    /* The whole model from huge pages: the same numbers. */
+    h = si_model_load(path, &err);
+    assert_non_null(h);
+    assert_int_equal(si_graph_segment(h, NULL, &s, &err), 0);
+    assert_int_equal(si_model_hot(h, &s, &err), 0);
+    e = si_engine_create(h, &s, 1, &err);
+    assert_non_null(e);
+    assert_int_equal(si_engine_run(e, in, got, &err), 0);
+    assert_memory_equal(got, want, n * sizeof(float));
+    si_engine_free(e);
+    si_graph_free(h);
+    unlink(path);
+    free(in), free(want), free(got);
+    free_tiny(g);
+}
+
 static void test_onnx_garbage(void **state) {
     (void)state;
     si_err_t err = {{0}};
@@ -797,6 +889,8 @@ int main(void) {
         cmocka_unit_test(test_bands_stitch),
         cmocka_unit_test(test_io_layouts),
         cmocka_unit_test(test_run_view),
+        cmocka_unit_test(test_huge_alloc),
+        cmocka_unit_test(test_model_hot),
         cmocka_unit_test(test_segment_macs),
         cmocka_unit_test(test_sfm_roundtrip),
         cmocka_unit_test(test_sfm_prepacked),
