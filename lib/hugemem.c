@@ -16,6 +16,17 @@ void *si_huge_alloc(size_t len, size_t *mapped, si_err_t *err) {
         si_err_set(err, "huge pages: bad length %zu", len);
         return NULL;
     }
+    if (len < SI_HUGE_MIN) {
+        /* Mostly padding as a huge page: plain pages, zeroed all the same. */
+        size_t want = (len + 4095) & ~(size_t)4095;
+        void *p = mmap(NULL, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) {
+            si_err_set(err, "mmap of %zu bytes: %s", want, strerror(errno));
+            return NULL;
+        }
+        *mapped = want;
+        return p;
+    }
     size_t want = (len + SI_HUGE_PAGE - 1) & ~(SI_HUGE_PAGE - 1);
     /* One huge page more than needed, then the unaligned ends unmapped:
      * kernels before 6.7 do not align large anonymous mappings themselves,

@@ -34,10 +34,13 @@
 #include "err.h"
 
 #define SI_HUGE_PAGE ((size_t)2 << 20) /* bytes */
+#define SI_HUGE_MIN ((size_t)1 << 20)  /* smaller regions get 4 KiB pages */
 
 /* A zeroed, writable region of at least len bytes (len > 0), starting on a
  * 2 MiB boundary; *mapped gets its length, which si_huge_free needs. NULL
- * and err set when the mapping fails. */
+ * and err set when the mapping fails. A region under SI_HUGE_MIN is only
+ * rounded up to 4 KiB, on 4 KiB pages: as a huge page it would be mostly
+ * padding, resident all the same. */
 void *si_huge_alloc(size_t len, size_t *mapped, si_err_t *err);
 
 /* Unmaps a region of si_huge_alloc; p may be NULL. */

@@ -807,6 +807,12 @@ static void test_huge_alloc(void **state) {
         print_message("transparent huge pages are off here (%s): 4 KiB pages only\n", thp);
     }
     si_huge_free(p, mapped);
+    /* Small: 4 KiB pages, not a huge page of padding. */
+    p = si_huge_alloc(100000, &mapped, &err);
+    assert_non_null(p);
+    assert_int_equal(mapped, 102400);
+    assert_int_equal(p[mapped - 1], 0);
+    si_huge_free(p, mapped);
     assert_null(si_huge_alloc(0, &mapped, &err));
     assert_non_null(strstr(err.msg, "bad length"));
 }
