@@ -69,7 +69,8 @@ long long si_huge_backed(const void *p, size_t len) {
         uintptr_t a, b;
         long long kb;
         /* A mapping's first line: "start-end perms ..."; its fields follow. */
-        if (sscanf(line, "%" SCNxPTR "-%" SCNxPTR " ", &a, &b) == 2 && strchr(line, '-') < strchr(line, ' '))
+        if (sscanf(line, "%" SCNxPTR "-%" SCNxPTR " ", &a, &b) == 2 &&
+            strchr(line, '-') < strchr(line, ' '))
             inside = a < hi && b > lo;
         else if (inside && sscanf(line, "AnonHugePages: %lld kB", &kb) == 1)
             total += kb * 1024;

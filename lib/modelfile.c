@@ -333,7 +333,9 @@ static int copy_weights(const si_graph_t *g, const void *src, size_t len, uint8_
     for (size_t done = 0; done < len;) {
         ssize_t r = pread(g->map_fd, dst + done, len - done, (off_t)(s - m + done));
         if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return si_err_set(err, "reading weights from the model file: %s", r ? strerror(errno) : "short file");
+        if (r <= 0)
+            return si_err_set(err, "reading weights from the model file: %s",
+                              r ? strerror(errno) : "short file");
         done += (size_t)r;
     }
     return 0;
