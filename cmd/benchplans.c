@@ -1098,6 +1098,10 @@ static int run_plan(bench_t *b, const char *runtime, const char *plan_arg, run_s
         si_procstat_t now;
         f->hwm_end_mb =
             si_procstat_read(f->pid, &now, NULL) == 0 ? (double)now.hwm_bytes / BP_MB : 0;
+        /* A peak is the largest seen: the kernel's VmHWM can read lower later,
+         * after pages went by MADV_DONTNEED (a stage moving its weights to
+         * huge pages drops the mapping's), which does not record the peak. */
+        if (f->hwm_end_mb < f->hwm_warm_mb) f->hwm_end_mb = f->hwm_warm_mb;
         si_cgroup_read(f->pid, "/sys/fs/cgroup", &f->cg, NULL);
         if (i < d->n) {
             r->mem_sum += f->hwm_warm_mb, r->mem_sum_end += f->hwm_end_mb;
