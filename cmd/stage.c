@@ -3,6 +3,7 @@
  *   POST /v1/stage   application/x-protobuf StageRequest -> StageReply
  *   GET  /healthz    200 while the process serves
  *   GET  /readyz     200 once the weights are mapped in and the engine compiled
+ *                    (they move to huge pages after: si_stage_hot_start)
  *                    (and --warmup-runs N runs done; default 0: see stage.h)
  *   GET  /metrics    Prometheus text
  *
@@ -38,6 +39,7 @@ typedef struct stage_srv {
     si_metric_t *phase;   /* splitinfer_stage_phase_seconds{function,phase} */
     si_metric_t *errors;  /* splitinfer_stage_errors_total{function,kind} */
     si_metric_t *held[2]; /* splitinfer_stage_held_{bands,bytes}{function}: resident steps only */
+    si_metric_t *hot;     /* splitinfer_stage_weights_hot{function} */
     char next_url[512];        /* --next + "/v1/stage", "" when none */
     pthread_key_t client_key;  /* per worker thread: its si_h2oc_t to next_url */
 } stage_srv_t;
@@ -151,6 +153,14 @@ static int on_healthz(si_http_req_t *req, si_http_resp_t *resp, void *ud) {
     return 0;
 }
 
+/* /metrics, with where the weights are read from as of now. */
+static int on_metrics(si_http_req_t *req, si_http_resp_t *resp, void *ud) {
+    stage_srv_t *s = ud;
+    const char *fn = s->m.function;
+    si_metrics_set(s->hot, &fn, si_stage_hot_state(s->stage, NULL), NULL);
+    return serve_metrics_handler(req, resp, &s->m);
+}
+
 static int on_readyz(si_http_req_t *req, si_http_resp_t *resp, void *ud) {
     (void)req;
     stage_srv_t *s = ud;
@@ -229,7 +239,11 @@ int si_cmd_stage(int argc, char **argv) {
                                          "Where a stage call's time went: decode, queue, compute, "
                                          "encode.", 2, fp, NULL, 0, &err)) ||
         !(s.errors = si_metrics_counter(s.m.reg, "splitinfer_stage_errors_total",
-                                        "Stage calls refused, by kind.", 2, fk, &err))) {
+                                        "Stage calls refused, by kind.", 2, fk, &err)) ||
+        !(s.hot = si_metrics_gauge(s.m.reg, "splitinfer_stage_weights_hot",
+                                   "1 once the weights run from huge pages, 0 before (from the "
+                                   "mapped file), -1 if moving them failed (stage.h).",
+                                   1, (const char *const[]){"function"}, &err))) {
         cli_fail("%s", err.msg);
         goto out;
     }
@@ -253,7 +267,7 @@ int si_cmd_stage(int argc, char **argv) {
         si_http_route(srv, "POST", "/v1/stage", on_stage, &s, &err) < 0 ||
         si_http_route(srv, "GET", "/healthz", on_healthz, &s, &err) < 0 ||
         si_http_route(srv, "GET", "/readyz", on_readyz, &s, &err) < 0 ||
-        si_http_route(srv, "GET", "/metrics", serve_metrics_handler, &s.m, &err) < 0 ||
+        si_http_route(srv, "GET", "/metrics", on_metrics, &s, &err) < 0 ||
         si_http_server_start(srv, &err) < 0) {
         cli_fail("%s", err.msg);
         goto out;
@@ -277,6 +291,9 @@ int si_cmd_stage(int argc, char **argv) {
     fprintf(stderr, "splitinfer stage %s: serving %s on port %d (load %.0f ms, warm-up %.0f ms)%s%s\n",
             name, segment, si_http_server_port(srv), t1 - t0, t2 - t1, o.next ? ", chained to " : "",
             o.next ? o.next : "");
+    /* Ready on the mapped weights; they move to huge pages behind requests. */
+    if (si_stage_hot_start(s.stage, &err) < 0)
+        fprintf(stderr, "splitinfer stage %s: %s; the weights stay mapped\n", name, err.msg);
     int sig = serve_wait();
     fprintf(stderr, "splitinfer stage %s: signal %d, finishing requests in flight\n", name, sig);
     si_http_server_stop(srv);

@@ -341,7 +341,8 @@ static int copy_weights(const si_graph_t *g, const void *src, size_t len, uint8_
     return 0;
 }
 
-int si_model_hot(si_graph_t *g, const si_segment_t *seg, si_err_t *err) {
+int si_model_hot_copy(const si_graph_t *g, const si_segment_t *seg, si_hot_t *h, si_err_t *err) {
+    memset(h, 0, sizeof *h);
     if (g->hot) return si_err_set(err, "weights already on huge pages");
     size_t total = 0;
     for (int i = seg->node_begin; i < seg->node_end; i++) {
@@ -350,10 +351,17 @@ int si_model_hot(si_graph_t *g, const si_segment_t *seg, si_err_t *err) {
         if (n->b) total += align64((size_t)n->cout * sizeof(float));
     }
     if (total == 0) return 0;
-    size_t mapped;
-    uint8_t *p = si_huge_alloc(total, &mapped, err);
+    /* The mapping's pages go first, before the region is faulted in, so the
+     * process never holds the weights twice (its peak RSS is what the
+     * bench reports); the copy reads the file, and whatever still reads the
+     * mapping gets its pages back from the file. */
+    for (int i = seg->node_begin; i < seg->node_end; i++) {
+        const si_node_t *n = &g->nodes[i];
+        if (n->w) si_model_drop(g, n->w, weight_bytes(n));
+        if (n->b) si_model_drop(g, n->b, (size_t)n->cout * sizeof(float));
+    }
+    uint8_t *p = si_huge_alloc(total, &h->len, err);
     if (!p) return -1;
-    /* Copy everything, then repoint: g is unchanged if a read fails. */
     size_t off = 0;
     for (int i = seg->node_begin; i < seg->node_end; i++) {
         const si_node_t *n = &g->nodes[i];
@@ -366,21 +374,31 @@ int si_model_hot(si_graph_t *g, const si_segment_t *seg, si_err_t *err) {
             off += align64((size_t)n->cout * sizeof(float));
         }
     }
-    off = 0;
+    h->p = p;
+    return 0;
+fail:
+    si_huge_free(p, h->len);
+    memset(h, 0, sizeof *h);
+    return -1;
+}
+
+void si_model_hot_swap(si_graph_t *g, const si_segment_t *seg, si_hot_t *h) {
+    if (!h->p) return;
+    uint8_t *p = h->p;
+    size_t off = 0; /* the order si_model_hot_copy laid them out in */
     for (int i = seg->node_begin; i < seg->node_end; i++) {
         si_node_t *n = &g->nodes[i];
         if (n->w) {
-            si_model_drop(g, n->w, weight_bytes(n)); /* pages a warm-up may have mapped */
             n->w = (const float *)(p + off);
             off += align64(weight_bytes(n));
         }
         if (n->b) {
-            si_model_drop(g, n->b, (size_t)n->cout * sizeof(float));
             n->b = (const float *)(p + off);
             off += align64((size_t)n->cout * sizeof(float));
         }
     }
-    g->hot = p, g->hot_len = mapped;
+    g->hot = p, g->hot_len = h->len;
+    memset(h, 0, sizeof *h);
     /* An ONNX import's arena goes when no node reads it any more (seg was the
      * whole model); else it stays, as a mapping does (its pages untouched). */
     if (g->arena) {
@@ -392,8 +410,16 @@ int si_model_hot(si_graph_t *g, const si_segment_t *seg, si_err_t *err) {
         }
         if (!used) free(g->arena), g->arena = NULL, g->arena_len = 0;
     }
+}
+
+void si_hot_free(si_hot_t *h) {
+    si_huge_free(h->p, h->len);
+    memset(h, 0, sizeof *h);
+}
+
+int si_model_hot(si_graph_t *g, const si_segment_t *seg, si_err_t *err) {
+    si_hot_t h;
+    if (si_model_hot_copy(g, seg, &h, err) < 0) return -1;
+    si_model_hot_swap(g, seg, &h);
     return 0;
-fail:
-    si_huge_free(p, mapped);
-    return -1;
 }

@@ -54,4 +54,20 @@ void si_model_drop(const si_graph_t *g, const void *p, size_t len);
  * region cannot be mapped (g is unchanged and still works). */
 int si_model_hot(si_graph_t *g, const si_segment_t *seg, si_err_t *err);
 
+/* si_model_hot in two halves, for a process that keeps running seg's
+ * weights from the mapping meanwhile (a stage: stage.h). The copy reads g and
+ * changes no pointer, so it may run beside readers of g; it drops the
+ * mapping's pages before it copies (whatever reads them there gets them
+ * back from the file), so the weights are not resident twice. The swap
+ * repoints the nodes and must not run beside readers; engines compiled
+ * before it keep reading the mapping. A copy not swapped is freed with
+ * si_hot_free. */
+typedef struct si_hot {
+    void *p;    /* the region, NULL when seg has no weights */
+    size_t len; /* mapped */
+} si_hot_t;
+int si_model_hot_copy(const si_graph_t *g, const si_segment_t *seg, si_hot_t *h, si_err_t *err);
+void si_model_hot_swap(si_graph_t *g, const si_segment_t *seg, si_hot_t *h);
+void si_hot_free(si_hot_t *h);
+
 #endif

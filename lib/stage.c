@@ -1,11 +1,14 @@
 /* stage.c - a stage function's core. See stage.h. */
 #include "stage.h"
 
+#include <malloc.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "engine.h"
@@ -23,6 +26,7 @@ typedef struct cached {
     int in_begin, in_end;                   /* input rows it reads */
     si_engine_t *engine;
     uint64_t last_used;
+    int gen; /* si_stage.weights_gen when compiled: which weights it reads */
 } cached_t;
 
 /* A band of a resident step's output, kept for the request's next call. */
@@ -53,6 +57,13 @@ struct si_stage {
     uint64_t tick;
     uint64_t last_encode_us; /* see si_stage_call */
     int threads; /* compute threads: the creating thread's si_engine_threads() */
+    int weights_gen; /* 0: the mapped file's weights; 1: the copy on huge pages */
+    /* The move to huge pages (si_stage_hot_start), on a thread of its own. */
+    pthread_t hot_thread;
+    int hot_started;
+    atomic_int hot_state; /* 0 not yet, 1 done, -1 failed */
+    atomic_int hot_stop;  /* si_stage_free asks it to give up */
+    si_err_t hot_err;
     int has_next; /* chained requests are passed on (si_stage_set_next) */
     si_segment_t steps[SI_STAGE_MAX_STEPS]; /* resident steps (si_stage_add_step) */
     int n_steps;
@@ -84,12 +95,6 @@ si_stage_t *si_stage_new(si_graph_t *g, const char *segment, si_err_t *err) {
         return NULL;
     }
     snprintf(s->spec, sizeof s->spec, "%s", segment ? segment : "all");
-    /* Every request reads all of the segment's weights: on huge pages. */
-    if (si_model_hot(g, &s->seg, err) < 0) {
-        si_graph_free(g);
-        free(s);
-        return NULL;
-    }
     s->threads = si_engine_threads();
     pthread_mutex_init(&s->lock, NULL);
     return s;
@@ -108,6 +113,10 @@ static void held_clear(si_stage_t *s, held_t *h) {
 
 void si_stage_free(si_stage_t *s) {
     if (!s) return;
+    if (s->hot_started) {
+        atomic_store(&s->hot_stop, 1);
+        pthread_join(s->hot_thread, NULL);
+    }
     for (int i = 0; i < STAGE_ENGINES; i++) cached_clear(&s->cache[i]);
     for (int i = 0; i < SI_STAGE_HELD; i++) held_clear(s, &s->held[i]);
     pthread_mutex_destroy(&s->lock);
@@ -234,8 +243,87 @@ static cached_t *engine_for(si_stage_t *s, const si_segment_t *seg, int batch, i
     si_band_free(&band);
     if (!e) return NULL;
     *victim = (cached_t){seg->cut_begin, seg->cut_end, batch, a, b, lin, lout, ib, ie, e,
-                         ++s->tick};
+                         ++s->tick, s->weights_gen};
     return victim;
+}
+
+/* The mapped model file's pages, in before the first request needs them
+ * (until si_stage_hot_start has moved the weights). */
+static void populate_weights(const si_stage_t *s) {
+    if (!s->g->map || !s->g->map_len) return; /* weights read into memory: in already */
+#ifdef MADV_POPULATE_READ
+    if (madvise(s->g->map, s->g->map_len, MADV_POPULATE_READ) == 0) return;
+#endif
+    volatile const char *p = s->g->map; /* older kernels: one read per page */
+    for (size_t i = 0; i < s->g->map_len; i += 4096) (void)p[i];
+}
+
+/* The move to huge pages (stage.h), at idle priority. The copy runs beside
+ * requests (it only reads the graph); the swap of the nodes' pointers takes
+ * the lock; the engines that read the mapping are compiled again outside it,
+ * and replace the old ones under it. */
+static void *hot_main(void *arg) {
+    si_stage_t *s = arg;
+    struct sched_param sp = {0};
+    (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp); /* else: normal priority */
+    si_engine_set_threads(s->threads); /* layouts are chosen for the thread count */
+    si_hot_t h;
+    if (si_model_hot_copy(s->g, &s->seg, &h, &s->hot_err) < 0) {
+        atomic_store(&s->hot_state, -1);
+        return NULL;
+    }
+    cached_t keys[STAGE_ENGINES];
+    pthread_mutex_lock(&s->lock);
+    si_model_hot_swap(s->g, &s->seg, &h);
+    s->weights_gen = 1;
+    memcpy(keys, s->cache, sizeof keys);
+    pthread_mutex_unlock(&s->lock);
+    si_engine_t *fresh[STAGE_ENGINES] = {0};
+    for (int i = 0; i < STAGE_ENGINES && !atomic_load(&s->hot_stop); i++) {
+        const cached_t *k = &keys[i];
+        if (!k->engine || k->gen != 0) continue;
+        si_segment_t seg;
+        si_band_t band;
+        char spec[32];
+        snprintf(spec, sizeof spec, "#%d..#%d", k->cut_begin, k->cut_end);
+        if (si_graph_segment(s->g, spec, &seg, NULL) < 0 ||
+            si_graph_band(s->g, &seg, k->out_begin, k->out_end, &band, NULL) < 0)
+            continue; /* not replaced: it keeps reading the mapping */
+        fresh[i] = si_engine_create_io(s->g, &seg, &band, k->batch, (si_io_layout_t)k->in_layout,
+                                       (si_io_layout_t)k->out_layout, NULL);
+        si_band_free(&band);
+    }
+    /* In the slot it came from, if that still holds the same old engine
+     * (requests may have evicted it meanwhile). */
+    pthread_mutex_lock(&s->lock);
+    for (int i = 0; i < STAGE_ENGINES; i++) {
+        if (!fresh[i]) continue;
+        cached_t *c = &s->cache[i];
+        if (c->engine == keys[i].engine && c->gen == 0) {
+            si_engine_free(c->engine);
+            c->engine = fresh[i], c->gen = 1;
+        } else {
+            si_engine_free(fresh[i]);
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    malloc_trim(0); /* the old engines' buffers, back to the system */
+    atomic_store(&s->hot_state, 1);
+    return NULL;
+}
+
+int si_stage_hot_start(si_stage_t *s, si_err_t *err) {
+    if (s->hot_started) return si_err_set(err, "the weights are moving already");
+    if (pthread_create(&s->hot_thread, NULL, hot_main, s) != 0)
+        return si_err_set(err, "no thread to move the weights to huge pages");
+    s->hot_started = 1;
+    return 0;
+}
+
+int si_stage_hot_state(si_stage_t *s, si_err_t *err) {
+    int st = atomic_load(&s->hot_state);
+    if (st < 0 && err) *err = s->hot_err;
+    return st;
 }
 
 /* A 2-d tensor is NC: whatever was asked, it goes as NCHW. */
@@ -276,6 +364,7 @@ int si_stage_warmup(si_stage_t *s, int k, int K, int runs, si_err_t *err) {
     int rc = 0;
     if (!s->n_steps) rc = warm_segment(s, &s->seg, k, K, runs, err);
     for (int i = 0; rc == 0 && i < s->n_steps; i++) rc = warm_segment(s, &s->steps[i], k, K, runs, err);
+    if (rc == 0 && runs == 0) populate_weights(s);
     pthread_mutex_unlock(&s->lock);
     return rc;
 }

@@ -88,9 +88,7 @@ typedef struct si_stage_reply {
     si_wire_reply_t down;   /* its decoding: the packed reply points at its elements */
 } si_stage_reply_t;
 
-/* Takes ownership of g. segment: the spec this stage serves ("layer2"). Its
- * weights are copied to huge pages (si_model_hot) here: a stage that cannot
- * map them fails.
+/* Takes ownership of g. segment: the spec this stage serves ("layer2").
  * Computes on as many threads as si_engine_threads() says in the calling
  * thread, whichever thread later calls si_stage_call. */
 si_stage_t *si_stage_new(si_graph_t *g, const char *segment, si_err_t *err);
@@ -98,18 +96,34 @@ void si_stage_free(si_stage_t *s);
 
 /* Compiles the engine for output band k of K (K = 1: the whole tensor; k < 0:
  * every band of K; with resident steps, of every step) and runs it `runs` times on zeros, so the first real
- * request pays no compile and no page faults. runs = 0 compiles without
- * running (the weights are in memory since si_stage_new), which is what
+ * request pays no compile and no page faults. runs = 0 compiles and maps the
+ * weights' pages in (MADV_POPULATE_READ) without running, which is what
  * `splitinfer stage` does by default: measured in podman at 0.35 CPU, the
  * first request took as long either way (223 and 224 ms, median of 5), while
  * a run before ready added ~360 ms to the cold start (1055 against 681 ms):
- * with prepacked weights in memory and compiled primitives there is nothing
+ * with prepacked, mapped weights and compiled primitives there is nothing
  * left for a run to warm but the activations' first touch. It warms the layouts the gateway uses: the
  * input NCHW for a segment that takes the model's input (the preprocessed
  * image), else NHWC (another function's output); the output NHWC (if 4-d).
  * A request in other layouts compiles its own engine on first use. */
 int si_stage_warmup(si_stage_t *s, int k, int K, int runs, si_err_t *err);
 
+
+/* Moves the segment's weights from the mapped model file onto huge pages
+ * (hugemem.h: a function idle between requests ran up to twice as slow on
+ * the mapping), on a thread of its own at idle priority, behind requests:
+ * a stage is ready on the mapping (a copy before ready cost 0.25 s of cold
+ * start at 0.35 CPU), then copies (si_model_hot_copy, beside requests),
+ * swaps the nodes' pointers under the compute lock, compiles again the
+ * engines cached so far (outside it: the old ones serve meanwhile) and puts
+ * them in their place. Call once, after si_stage_warmup. Results are the
+ * same numbers either way. -1 when no thread could start. */
+int si_stage_hot_start(si_stage_t *s, si_err_t *err);
+
+/* 0 while the weights are still read from the mapping, 1 once every engine
+ * reads the huge-page copy, -1 when the copy failed (err, if not NULL, says
+ * why; the stage goes on from the mapping). */
+int si_stage_hot_state(si_stage_t *s, si_err_t *err);
 
 /* Serves segment (a sub-segment of the stage's own, cut to cut) as a
  * resident step too. si_stage_warmup then warms the steps, not the whole. */
