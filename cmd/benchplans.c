@@ -788,6 +788,28 @@ static double util_pct(double cpu_s, double wall_s, double quota) {
     return u > 100 && u <= 100 * (1 + 0.1 / wall_s) ? 100 : u;
 }
 
+/* Waits (at most 30 s) until every function has moved its weights to huge
+ * pages (splitinfer_stage_weights_hot not 0; stage.h): a function starts the
+ * move after its first call, the cold start's, and the warm requests measure
+ * the state a function serves in, not the move - which also runs on a second
+ * thread, so a one-thread function would show more CPU than wall time. */
+static void wait_moved(bench_t *b, deploy_t *d) {
+    double t0 = cli_now_ms();
+    for (int i = 0; i < d->n; i++) {
+        char url[96];
+        snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", d->fns[i].port);
+        while (cli_now_ms() - t0 < 30000) {
+            si_httpc_resp_t resp;
+            double v = -1;
+            if (si_httpc_get(b->c, url, 5000, &resp, NULL) == 200 && resp.body)
+                v = metric_value(resp.body, "splitinfer_stage_weights_hot");
+            si_httpc_resp_free(&resp);
+            if (v != 0) break; /* moved, failed (-1) or a stage without the gauge */
+            usleep(50000);
+        }
+    }
+}
+
 /* N warm requests, one at a time. */
 static int warm(bench_t *b, deploy_t *d, run_sum_t *r, json_t *run, double quota) {
     json_t *samples = json_array();
@@ -1088,6 +1110,7 @@ static int run_plan(bench_t *b, const char *runtime, const char *plan_arg, run_s
 
     /* 2. warm requests, 3. throughput */
     double quota = d->podman ? b->cpus : 1.0;
+    wait_moved(b, d);
     if (warm(b, d, r, run, quota) || throughput(b, d, r, run, quota)) goto out;
 
     /* Memory and cgroups at the end. */

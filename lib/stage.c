@@ -3,7 +3,9 @@
 
 #include <malloc.h>
 #include <pthread.h>
-#include <sched.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -258,14 +260,16 @@ static void populate_weights(const si_stage_t *s) {
     for (size_t i = 0; i < s->g->map_len; i += 4096) (void)p[i];
 }
 
-/* The move to huge pages (stage.h), at idle priority. The copy runs beside
+/* The move to huge pages (stage.h), at nice 10. The copy runs beside
  * requests (it only reads the graph); the swap of the nodes' pointers takes
  * the lock; the engines that read the mapping are compiled again outside it,
  * and replace the old ones under it. */
 static void *hot_main(void *arg) {
     si_stage_t *s = arg;
-    struct sched_param sp = {0};
-    (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp); /* else: normal priority */
+    /* Nice 10 (a tenth of a request's share of a busy CPU), not SCHED_IDLE:
+     * an idle thread can starve in a function kept busy (podman at 0.35
+     * CPU, back-to-back requests), which then runs on the mapping. */
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
     si_engine_set_threads(s->threads); /* layouts are chosen for the thread count */
     si_hot_t h;
     if (si_model_hot_copy(s->g, &s->seg, &h, &s->hot_err) < 0) {
@@ -306,6 +310,10 @@ static void *hot_main(void *arg) {
             si_engine_free(fresh[i]);
         }
     }
+    /* Pages of the mapping that requests read back in while the copy was
+     * made: nothing reads them now (an engine that was not replaced would
+     * get them back from the file). */
+    if (s->g->map) si_model_drop(s->g, s->g->map, s->g->map_len);
     pthread_mutex_unlock(&s->lock);
     malloc_trim(0); /* the old engines' buffers, back to the system */
     atomic_store(&s->hot_state, 1);

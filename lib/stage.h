@@ -111,12 +111,15 @@ int si_stage_warmup(si_stage_t *s, int k, int K, int runs, si_err_t *err);
 
 /* Moves the segment's weights from the mapped model file onto huge pages
  * (hugemem.h: a function idle between requests ran up to twice as slow on
- * the mapping), on a thread of its own at idle priority, behind requests:
- * a stage is ready on the mapping (a copy before ready cost 0.25 s of cold
- * start at 0.35 CPU), then copies (si_model_hot_copy, beside requests),
+ * the mapping), on a thread of its own at nice 10, behind requests: a stage
+ * is ready on the mapping (a copy before ready cost 0.25 s of cold start at
+ * 0.35 CPU; `splitinfer stage` starts the move after its first call, which
+ * a cold start is timed to), then copies (si_model_hot_copy, beside requests),
  * swaps the nodes' pointers under the compute lock, compiles again the
  * engines cached so far (outside it: the old ones serve meanwhile) and puts
- * them in their place. Call once, after si_stage_warmup. Results are the
+ * them in their place. Call once, after si_stage_warmup. Requests meanwhile
+ * may read the mapping's pages back in: for that while the weights are
+ * resident twice (a peak RSS up to twice theirs). Results are the
  * same numbers either way. -1 when no thread could start. */
 int si_stage_hot_start(si_stage_t *s, si_err_t *err);
 

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Weights onto huge pages behind requests (stage.h, si_stage_hot_start): every
 # function of a MobileNetV2 pipeline under `splitinfer up` reports
-# splitinfer_stage_weights_hot 1 soon after ready, holds its weights on huge
+# splitinfer_stage_weights_hot 1 soon after its first call, holds its weights on huge
 # pages where THP is on for madvise'd memory (/proc/PID/smaps_rollup), does
 # not hold them twice (peak RSS within 25% of its RSS once moved), and the
 # logits of a photo are the same numbers before and after the move
-# (<= 1e-5 relative; the first request, sent as soon as the plan is up, most
-# likely meets the weights still mapped: the move starts at ready).
+# (<= 1e-5 relative; the first request meets the weights still mapped: a
+# function starts the move after its first call).
 # Exit 0 pass, 1 fail, 77 cannot run here.
 set -uo pipefail
 cd "$(dirname "$0")/.."
