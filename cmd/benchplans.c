@@ -370,6 +370,18 @@ static double metric_value(const char *text, const char *name) {
     return -1;
 }
 
+/* A gauge of function f's /metrics, -1 when it did not answer or lacks it. */
+static double fn_metric(bench_t *b, const fn_t *f, const char *name) {
+    char url[96];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", f->port);
+    si_httpc_resp_t resp;
+    double v = -1;
+    if (si_httpc_get(b->c, url, 5000, &resp, NULL) == 200 && resp.body)
+        v = metric_value(resp.body, name);
+    si_httpc_resp_free(&resp);
+    return v;
+}
+
 static void loadavg(char *buf, size_t len) {
     FILE *f = fopen("/proc/loadavg", "r");
     double a = 0, b = 0, c = 0;
@@ -724,12 +736,8 @@ static int cold_start(bench_t *b, deploy_t *d, run_sum_t *r, int trial, const ch
     int crit = 0; /* the stage function ready last: the cold start's critical path */
     for (int i = 0; i < d->n; i++) {
         fn_t *f = &d->fns[i];
-        char url[96];
-        snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", f->port);
-        si_httpc_resp_t resp;
-        if (si_httpc_get(b->c, url, 5000, &resp, NULL) == 200 && resp.body)
-            f->load_warm_ms = metric_value(resp.body, "splitinfer_model_load_seconds") * 1e3;
-        si_httpc_resp_free(&resp);
+        double v = fn_metric(b, f, "splitinfer_model_load_seconds");
+        if (v >= 0) f->load_warm_ms = v * 1e3;
         if (f->ready_ms > d->fns[crit].ready_ms) crit = i;
     }
     /* Logs are flushed line by line; the line is there once /readyz answered. */
@@ -795,19 +803,11 @@ static double util_pct(double cpu_s, double wall_s, double quota) {
  * thread, so a one-thread function would show more CPU than wall time. */
 static void wait_moved(bench_t *b, deploy_t *d) {
     double t0 = cli_now_ms();
-    for (int i = 0; i < d->n; i++) {
-        char url[96];
-        snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", d->fns[i].port);
-        while (cli_now_ms() - t0 < 30000) {
-            si_httpc_resp_t resp;
-            double v = -1;
-            if (si_httpc_get(b->c, url, 5000, &resp, NULL) == 200 && resp.body)
-                v = metric_value(resp.body, "splitinfer_stage_weights_hot");
-            si_httpc_resp_free(&resp);
-            if (v != 0) break; /* moved, failed (-1) or a stage without the gauge */
+    for (int i = 0; i < d->n; i++)
+        /* Until moved, failed (-1), or a stage without the gauge (-1). */
+        while (cli_now_ms() - t0 < 30000 &&
+               fn_metric(b, &d->fns[i], "splitinfer_stage_weights_hot") == 0)
             usleep(50000);
-        }
-    }
 }
 
 /* N warm requests, one at a time. */

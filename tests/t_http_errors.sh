@@ -205,9 +205,10 @@ s = http.server.HTTPServer(('127.0.0.1', 0), H)
 print(s.server_address[1], flush=True)
 s.serve_forever()
 "
-for fake in "nan not finite" "zeros ZEROS where it asked for dense"; do
-    read -r mode want <<<"$fake"
-    "$PY" -c "$FAKE" "$mode" >"$W/fake.port" &
+# fake_gateway MODE [CALLS_FILE]: a fake function answering MODE, and a gateway
+# on $gport whose one-step plan calls it (FAKEP, GWP); stop_fake_gateway ends both.
+fake_gateway() {
+    "$PY" -c "$FAKE" "$@" >"$W/fake.port" &
     FAKEP=$!
     for _ in $(seq 1 50); do [ -s "$W/fake.port" ] && break; sleep 0.1; done
     cat >"$W/fake.json" <<JSON
@@ -217,27 +218,25 @@ JSON
     "$BIN" gateway --plan "$W/fake.json" -m "$MB" --host 127.0.0.1 --port "$gport" 2>"$W/gw-fake.log" &
     GWP=$!
     for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$gport/v2/health/live" && break; sleep 0.1; done
+}
+stop_fake_gateway() {
+    kill -TERM "$GWP"; wait "$GWP" || { echo "FAIL: gateway exit code on SIGTERM"; failed=1; }
+    kill "$FAKEP" 2>/dev/null; wait "$FAKEP" 2>/dev/null
+    rm -f "$W/fake.port"
+}
+for fake in "nan not finite" "zeros ZEROS where it asked for dense"; do
+    read -r mode want <<<"$fake"
+    fake_gateway "$mode"
     expect 502 "a function answering $mode logits" -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "http://127.0.0.1:$gport/v1/classify"
     grep -q "$want" "$W/body" && echo "ok   the error says: $want" || { echo "FAIL: 502 without '$want': $(head -c 200 "$W/body")"; failed=1; }
     n=$(metric 'splitinfer_upstream_errors_total{code="502"}')
     [ "$n" = 1 ] && echo "ok   upstream_errors_total{code=\"502\"} 1" || { echo "FAIL: upstream_errors_total 502: '$n', want 1"; failed=1; }
-    kill -TERM "$GWP"; wait "$GWP" || { echo "FAIL: gateway exit code on SIGTERM"; failed=1; }
-    kill "$FAKEP" 2>/dev/null; wait "$FAKEP" 2>/dev/null
-    rm -f "$W/fake.port"
+    stop_fake_gateway
 done
 # A function that takes the whole request, then hangs up (a pod going away):
 # the gateway sends it again, once, and answers 200. Its metrics count the
 # bytes that moved: the request twice, the reply once; no upstream error.
-"$PY" -c "$FAKE" hangup "$W/fake.calls" >"$W/fake.port" &
-FAKEP=$!
-for _ in $(seq 1 50); do [ -s "$W/fake.port" ] && break; sleep 0.1; done
-cat >"$W/fake.json" <<JSON
-{"name": "fake", "model": "mobilenet_v2", "timeout_ms": 3000, "encoding": "dense",
- "steps": [{"segment": "all", "functions": ["http://127.0.0.1:$(cat "$W/fake.port")"]}]}
-JSON
-"$BIN" gateway --plan "$W/fake.json" -m "$MB" --host 127.0.0.1 --port "$gport" 2>"$W/gw-fake.log" &
-GWP=$!
-for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$gport/v2/health/live" && break; sleep 0.1; done
+fake_gateway hangup "$W/fake.calls"
 expect 200 "a function that hung up once" -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "http://127.0.0.1:$gport/v1/classify"
 read -r first second reply <"$W/fake.calls"
 sent=$(metric 'splitinfer_hop_bytes_total{step="0:all",direction="sent"}')
@@ -248,9 +247,7 @@ if [ "$first" = "$second" ] && [ "$sent" = $((first + second)) ] && [ "$recv" = 
 else
     echo "FAIL: hop bytes sent '$sent' received '$recv' upstream error lines $errs; the function read $first and $second, replied $reply"; failed=1
 fi
-kill -TERM "$GWP"; wait "$GWP" || { echo "FAIL: gateway exit code on SIGTERM"; failed=1; }
-kill "$FAKEP" 2>/dev/null; wait "$FAKEP" 2>/dev/null
-rm -f "$W/fake.port"
+stop_fake_gateway
 
 # Chains: a gateway -> stage #0..#6 -> NEXT, where NEXT is nothing (connection
 # refused: 503) or a socket that accepts and never answers (504). Both come
