@@ -11,9 +11,9 @@
 # compute floor: the same segments and bands alone, without HTTP, with cold
 # caches (bench --evict-mb), summed as the plans run them.
 #   N=40 requests per plan after WARM=20 (each curl is a new connection,
-#   which the gateway hands to its 16 worker threads in turn; a thread's first
-#   request faults its malloc arena's working set in, ~1500 pages for the
-#   pipeline, so the warm-up must reach every thread);
+#   which the gateway hands to the worker thread that had the last one: the
+#   warm-up warms that thread; before 2026-12-06 the 16 took turns, each
+#   faulting its malloc arena's working set in, ~1500 pages for the pipeline);
 #   PLANS="baseline pipeline pipeline:dense pipeline:nchw pipeline:chain parallel parallel-resident blocks pipeline:fp16 parallel:fp16"
 #   (plan:DTYPE sends the activations as fp16 or bf16 on the wire: half the
 #   bytes; loopback TCP on this VM moves ~1 ms per MB, and the pipeline moves
@@ -27,6 +27,11 @@
 #   parallel-resident: row bands that stay on their functions and exchange
 #   halos only, plan.h); EVICT=64 MiB written between floor runs
 #   (4x this VM's 16 MiB L3), FLOOR_N=15 runs each.
+#   BURST=1 requests per plan in a row in each round; with BURST > 1 the first
+#   of a burst (its functions idle while the other plans ran: ~0.5-1 s) and
+#   the rest (warm, back to back) are reported apart, each with its verdicts;
+#   the ratios differ most on this VM (no PCID: every syscall flushes the TLB)
+#   for plans of many functions;
 #   PEER=path/to/another/splitinfer: every plan also runs on that binary (an
 #   older build, say), as PLAN@peer beside PLAN, interleaved in the same run,
 #   each against its own binary's baseline; then, per plan, this build's
@@ -37,6 +42,7 @@ cd "$(dirname "$0")/.."
 PY=/usr/bin/python3
 N=${N:-40}
 WARM=${WARM:-20}
+BURST=${BURST:-1}
 PLANS=${PLANS:-baseline pipeline pipeline:dense pipeline:nchw pipeline:chain parallel parallel-resident blocks pipeline:fp16 parallel:fp16}
 W=build/bench-plans
 mkdir -p "$W"
@@ -93,17 +99,22 @@ for ((i = 0; i < WARM + N; i++)); do
         STEAL0=$(steal_ticks) T0=$(date +%s.%N)
     fi
     for p in $PLANS; do
-        curl -s -m 60 -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "${URL[$p]}/v1/classify" >"$W/r.json"
+        for ((j = 0; j < BURST; j++)); do
+            curl -s -m 60 -X POST -H 'Content-Type: image/png' --data-binary "@$PHOTO" "${URL[$p]}/v1/classify" >"$W/r$j.json"
+        done
+        # parsed after the burst, so that its requests follow each other
         [ "$i" -ge "$WARM" ] && "$PY" -c "
-import json,sys; d=json.load(open('$W/r.json'))
-c=sum(s['compute_ms'] for s in d['steps'])
-print('$p', round(d['ms'],3), round(d['network_ms'],3), round(c,3), sep='\t')" >>"$W/samples.tsv"
+import json,sys
+for j in range($BURST):
+    d=json.load(open('$W/r%d.json' % j))
+    c=sum(s['compute_ms'] for s in d['steps'])
+    print('$p', round(d['ms'],3), round(d['network_ms'],3), round(c,3), j, sep='\t')" >>"$W/samples.tsv"
     done
     printf '\r%d/%d' "$((i + 1))" "$((WARM + N))" >&2
 done
 echo >&2
 for p in $PLANS; do
-    echo "$p $(( ($(gw_cpu_ns "${GWPID[$p]}") - GWCPU[$p]) / N ))"
+    echo "$p $(( ($(gw_cpu_ns "${GWPID[$p]}") - GWCPU[$p]) / (N * BURST) ))"
 done >"$W/gwcpu.tsv"
 STEAL=$(awk -v s0="$STEAL0" -v s1="$(steal_ticks)" -v t0="$T0" -v t1="$(date +%s.%N)" \
     -v hz="$(getconf CLK_TCK)" -v n="$(nproc)" 'BEGIN {printf "%.1f", 100 * (s1 - s0) / hz / ((t1 - t0) * n)}')
@@ -135,28 +146,10 @@ for s in json.load(open('plans/$plan.json'))['steps']: print(s['segment'], s.get
 } >"$W/floor.tsv"
 printf 'floor: measured\n' >&2
 echo "hypervisor steal during the measured requests: $STEAL% of the $(nproc) CPUs (/proc/stat)"
-"$PY" - "$W/samples.tsv" "$W/floor.tsv" "$W/gwcpu.tsv" <<'PYEOF'
+"$PY" - "$W/samples.tsv" "$W/floor.tsv" "$W/gwcpu.tsv" "$BURST" <<'PYEOF'
 import sys, statistics as st
 rows = [l.split("\t") for l in open(sys.argv[1])]
 gwcpu = {p: int(ns) / 1e6 for p, ns in (l.split() for l in open(sys.argv[3]))}
-by = {}
-for p, ms, net, comp in rows:
-    by.setdefault(p, []).append((float(ms), float(net), float(comp)))
-med = {p: st.median(x[0] for x in v) for p, v in by.items()}
-def base(p):  # the baseline of p's own binary
-    return med["baseline@peer" if p.endswith("@peer") else "baseline"]
-print(f"{'plan':14s} {'median ms':>10s} {'p90 ms':>8s} {'network ms':>11s} {'compute ms':>11s} {'vs baseline':>12s} {'gateway cpu ms':>15s}")
-for p, v in by.items():
-    ms = sorted(x[0] for x in v)
-    print(f"{p:14s} {med[p]:10.1f} {ms[int(0.9 * (len(ms) - 1))]:8.1f} {st.median(x[1] for x in v):11.2f} "
-          f"{st.median(x[2] for x in v):11.1f} {med[p] / base(p):12.3f} {gwcpu[p]:15.2f}")
-print()
-# A verdict that this VM's noise cannot flip: the ratio of medians over
-# rounds drawn again with replacement (a round is one request of every plan,
-# back to back, so a slow spell of the host hits both sides of a pair), 2000
-# times; PASS when even the 95th percentile of those ratios meets the target,
-# MISS when even the 5th misses it, else UNSETTLED. The paired ratio is the
-# median over rounds of a plan's time over the baseline's in that round.
 import random
 rnd = random.Random(1)
 def boot(a, b, n=2000):
@@ -168,23 +161,55 @@ def boot(a, b, n=2000):
     rs.sort()
     return rs[int(0.05 * n)], rs[int(0.95 * n)]
 tg = {"pipeline": (1.10, 1.27), "parallel": (0.65, 0.83), "parallel-resident": (0.65, 0.83)}
-for p in med:
-    t, paper = tg.get(p.split(":")[0].split("@")[0], (None, None))
-    if t:
-        r = med[p] / base(p)
-        a = [x[0] for x in by[p]]
-        b = [x[0] for x in by["baseline@peer" if p.endswith("@peer") else "baseline"]]
-        lo, hi = boot(a, b)
-        paired = st.median(x / y for x, y in zip(a, b))
-        verdict = "PASS" if hi <= t else "MISS" if lo > t else "UNSETTLED"
-        print(f"{p}/baseline = {r:.3f} (90% of resampled rounds {lo:.3f}-{hi:.3f}; paired {paired:.3f})"
-              f"  target <= {t}  (paper {paper})  {verdict}")
-for p in by:
-    if p.split(":")[0].split("@")[0] == "pipeline":
-        print(f"{p} network time per image, summed over hops: {st.median(x[1] for x in by[p]):.2f} ms (paper: 179 ms)")
-for p in by:
-    if p + "@peer" in med:
-        print(f"{p}: this build's median / the peer's = {med[p] / med[p + '@peer']:.3f}")
+def report(rows, title):
+    """Prints the table, the verdicts and the network time for one kind of sample."""
+    by = {}
+    for p, ms, net, comp, _ in rows:
+        by.setdefault(p, []).append((float(ms), float(net), float(comp)))
+    med = {p: st.median(x[0] for x in v) for p, v in by.items()}
+    def base(p):  # the baseline of p's own binary
+        return "baseline@peer" if p.endswith("@peer") else "baseline"
+    if title:
+        print(title)
+    print(f"{'plan':14s} {'median ms':>10s} {'p90 ms':>8s} {'network ms':>11s} {'compute ms':>11s} {'vs baseline':>12s} {'gateway cpu ms':>15s}")
+    for p, v in by.items():
+        ms = sorted(x[0] for x in v)
+        print(f"{p:14s} {med[p]:10.1f} {ms[int(0.9 * (len(ms) - 1))]:8.1f} {st.median(x[1] for x in v):11.2f} "
+              f"{st.median(x[2] for x in v):11.1f} {med[p] / med[base(p)]:12.3f} {gwcpu[p]:15.2f}")
+    print()
+    # A verdict that this VM's noise cannot flip: the ratio of medians over
+    # rounds drawn again with replacement (a round is one request of every
+    # plan, or one burst's request at the same place, back to back, so a slow
+    # spell of the host hits both sides of a pair), 2000 times; PASS when even
+    # the 95th percentile of those ratios meets the target, MISS when even the
+    # 5th misses it, else UNSETTLED. The paired ratio is the median over rounds
+    # of a plan's time over the baseline's in that round.
+    for p in med:
+        t, paper = tg.get(p.split(":")[0].split("@")[0], (None, None))
+        if t:
+            a = [x[0] for x in by[p]]
+            b = [x[0] for x in by[base(p)]]
+            lo, hi = boot(a, b)
+            paired = st.median(x / y for x, y in zip(a, b))
+            verdict = "PASS" if hi <= t else "MISS" if lo > t else "UNSETTLED"
+            print(f"{p}/baseline = {med[p] / med[base(p)]:.3f} (90% of resampled rounds {lo:.3f}-{hi:.3f}; paired {paired:.3f})"
+                  f"  target <= {t}  (paper {paper})  {verdict}")
+    for p in by:
+        if p.split(":")[0].split("@")[0] == "pipeline":
+            print(f"{p} network time per image, summed over hops: {st.median(x[1] for x in by[p]):.2f} ms (paper: 179 ms)")
+    for p in by:
+        if p + "@peer" in med:
+            print(f"{p}: this build's median / the peer's = {med[p] / med[p + '@peer']:.3f}")
+# With BURST > 1 every plan gets that many requests in a row per round: the
+# first finds its functions idle since the last round (the other plans ran
+# meanwhile: their caches, TLBs and CPUs went elsewhere), the rest find them
+# warm, as under steady traffic. Two regimes, reported apart.
+if int(sys.argv[4]) > 1:
+    report([r for r in rows if int(r[4]) == 0], "first request of each burst (functions idle while the other plans ran):")
+    print()
+    report([r for r in rows if int(r[4]) > 0], "the rest of each burst (functions warm, requests back to back):")
+else:
+    report(rows, "")
 # Floor: the segments' compute alone (cold caches, one thread, no HTTP).
 whole, pipe, par, res = 0.0, 0.0, {}, {}
 for line in open(sys.argv[2]):

@@ -3,8 +3,9 @@
  *
  * A server owns one listening socket, one acceptor thread and n_threads
  * worker threads. Each worker runs its own h2o evloop; the acceptor hands
- * every new connection to the worker with the fewest open connections, and
- * the connection stays on that worker for its whole life (keep-alive).
+ * every new connection to the worker with the fewest open connections (of
+ * those, the one that got a connection last: the warmest), and the
+ * connection stays on that worker for its whole life (keep-alive).
  *
  * Why one listener and an acceptor rather than SO_REUSEPORT per worker (or
  * workers racing on a shared listener): handlers here block (inference,

@@ -78,6 +78,15 @@ static int h_health(si_http_req_t *req, si_http_resp_t *resp, void *ud) {
     return 0;
 }
 
+/* Names the worker thread that ran it. */
+static int h_who(si_http_req_t *req, si_http_resp_t *resp, void *ud) {
+    (void)req, (void)ud;
+    char id[32];
+    int n = snprintf(id, sizeof id, "%lx", (unsigned long)pthread_self());
+    si_http_resp_body(resp, id, (size_t)n);
+    return 0;
+}
+
 /* Reports what the handler saw, as JSON; ud tags which route ran. */
 static int h_models(si_http_req_t *req, si_http_resp_t *resp, void *ud) {
     const char *x = si_http_req_header(req, "X-Test");
@@ -159,6 +168,7 @@ static si_http_server_t *start_server(int threads, int drain_ms, si_http_access_
     assert_int_equal(si_http_route(s, "GET", "/boom", h_boom, NULL, &err), 0);
     assert_int_equal(si_http_route(s, "GET", "/health", h_health, NULL, &err), 0);
     assert_int_equal(si_http_route(s, "GET", "/borrow", h_borrow, NULL, &err), 0);
+    assert_int_equal(si_http_route(s, "GET", "/who", h_who, NULL, &err), 0);
     assert_int_equal(si_http_route(s, "*", "/v2/models/*", h_models, "prefix", &err), 0);
     assert_int_equal(si_http_route(s, "GET", "/v2/models/special", h_models, "exact", &err), 0);
     assert_int_equal(si_http_route(s, "GET", "/v2/*", h_models, "short", &err), 0);
@@ -545,6 +555,35 @@ static void test_post_many_concurrency(void **state) {
     assert_true(two >= 0.38 && two < 0.7);
     assert_true(four < 0.7);
     assert_true(sleep_seconds_max >= 0.19); /* the access hook timed the handler */
+}
+
+/* One request per connection, one at a time: every one meets the same (warm)
+ * worker, not each of the 4 in turn; concurrent calls still get a worker
+ * each (test_post_many_concurrency). */
+static void test_idle_client_stays_on_one_worker(void **state) {
+    (void)state;
+    si_http_server_t *s4 = start_server(4, 0, NULL);
+    char u[64], first[32] = "";
+    snprintf(u, sizeof u, "http://127.0.0.1:%d/who", si_http_server_port(s4));
+    for (int i = 0; i < 8; i++) {
+        si_httpc_t *c = si_httpc_new(); /* a fresh connection each time */
+        si_httpc_resp_t r;
+        si_err_t err;
+        assert_int_equal(si_httpc_get(c, u, 2000, &r, &err), 200);
+        assert_true(r.len > 0 && r.len < sizeof first);
+        if (i == 0) memcpy(first, r.body, r.len + 1);
+        assert_string_equal(r.body, first);
+        si_httpc_resp_free(&r);
+        si_httpc_free(c);
+        si_http_stats_t st; /* the worker has seen the close: it is idle again */
+        for (int t = 0; t < 400; t++, sleep_ms(5)) {
+            si_http_server_stats(s4, &st);
+            if (st.connections_open == 0) break;
+        }
+        assert_int_equal(st.connections_open, 0);
+    }
+    assert_int_equal(si_http_server_stop(s4), 0);
+    si_http_server_free(s4);
 }
 
 static void test_connection_reuse(void **state) {
@@ -993,6 +1032,7 @@ int main(void) {
         cmocka_unit_test(test_body_over_limit),
         cmocka_unit_test(test_malformed_request),
         cmocka_unit_test(test_post_many_concurrency),
+        cmocka_unit_test(test_idle_client_stays_on_one_worker),
         cmocka_unit_test(test_connection_reuse),
         cmocka_unit_test(test_iov_resent_after_hangup),
         cmocka_unit_test(test_dns_shared),
