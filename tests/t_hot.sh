@@ -3,7 +3,8 @@
 # function of a MobileNetV2 pipeline under `splitinfer up` reports
 # splitinfer_stage_weights_hot 1 soon after its first call, holds its weights on huge
 # pages where THP is on for madvise'd memory (/proc/PID/smaps_rollup), does
-# not hold them twice (peak RSS within 25% of its RSS once moved), and the
+# not hold them twice (peak RSS above its RSS once moved by less than 3/4 of
+# the weights, where they reach 1 MiB), and the
 # logits of a photo are the same numbers before and after the move
 # (<= 1e-5 relative; the first request meets the weights still mapped: a
 # function starts the move after its first call).
@@ -46,8 +47,17 @@ for p in $stages; do
     else
         echo "note $name: weights moved, none on huge pages (segment under 1 MiB?), RSS $rss kB"
     fi
-    if [ "$hwm" -gt $((rss * 5 / 4)) ]; then
-        echo "FAIL: $name: peak RSS $hwm kB against $rss kB: the weights were held twice"; failed=1
+    # Held twice shows as a peak above RSS by about the weights; a segment
+    # whose weights (its step file) are under 1 MiB cannot show it beside the
+    # first request's buffers (~7 MB for the stem's 224x224 input and output).
+    model=$(tr '\0' ' ' <"/proc/$p/cmdline" | sed -n 's/.* -m \([^ ]*\).*/\1/p')
+    wkb=$(($(stat -c %s "$model") / 1024))
+    if [ "$wkb" -lt 1024 ]; then
+        echo "note $name: peak RSS $hwm kB, RSS $rss kB: not checked, weights only $wkb kB"
+    elif [ $((hwm - rss)) -gt $((wkb * 3 / 4)) ]; then
+        echo "FAIL: $name: peak RSS $hwm kB against $rss kB: the weights ($wkb kB) were held twice"; failed=1
+    else
+        echo "ok   $name: peak RSS $hwm kB, RSS $rss kB: apart by less than 3/4 of its weights ($wkb kB)"
     fi
 done
 # At least one function's weights on huge pages where THP allows it.
