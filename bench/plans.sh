@@ -27,7 +27,7 @@
 #   parallel-resident: row bands that stay on their functions and exchange
 #   halos only, plan.h); EVICT=64 MiB written between floor runs
 #   (4x this VM's 16 MiB L3), FLOOR_N=15 runs each.
-#   BURST=1 requests per plan in a row in each round; with BURST > 1 the first
+#   BURST=3 requests per plan in a row in each round; with BURST > 1 the first
 #   of a burst (its functions idle while the other plans ran: ~0.5-1 s) and
 #   the rest (warm, back to back) are reported apart, each with its verdicts;
 #   the ratios differ most on this VM (no PCID: every syscall flushes the TLB)
@@ -42,7 +42,7 @@ cd "$(dirname "$0")/.."
 PY=/usr/bin/python3
 N=${N:-40}
 WARM=${WARM:-20}
-BURST=${BURST:-1}
+BURST=${BURST:-3}
 PLANS=${PLANS:-baseline pipeline pipeline:dense pipeline:nchw pipeline:chain parallel parallel-resident blocks pipeline:fp16 parallel:fp16}
 W=build/bench-plans
 mkdir -p "$W"
