@@ -161,7 +161,9 @@ int si_cmd_up(int argc, char **argv) {
         goto out;
     }
     launch_proc_t *gp = &procs[n++];
-    gp->port = o.port >= 0 ? o.port : launch_free_port();
+    /* 0 as for stage and gateway: any free port. Not passed on as 0: up
+     * probes the gateway at the port it gave, and would probe port 0. */
+    gp->port = o.port > 0 ? o.port : launch_free_port();
     char port[16], model0[320];
     snprintf(port, sizeof port, "%d", gp->port);
     snprintf(model0, sizeof model0, "%s/step0.sfm", dir);
