@@ -642,10 +642,12 @@ static void *worker_main(void *arg) {
  * spread: a busy worker holds open the connection it is busy with. */
 static void dispatch(si_http_server_t *srv, int fd) {
     worker_t *best = &srv->workers[0];
+    uint64_t best_open = atomic_load(&best->n_open);
     for (int i = 1; i < srv->n_workers; i++) {
         worker_t *w = &srv->workers[i];
-        uint64_t open = atomic_load(&w->n_open), best_open = atomic_load(&best->n_open);
-        if (open < best_open || (open == best_open && w->last_handed > best->last_handed)) best = w;
+        uint64_t open = atomic_load(&w->n_open);
+        if (open < best_open || (open == best_open && w->last_handed > best->last_handed))
+            best = w, best_open = open;
     }
     best->last_handed = ++srv->handed;
     conn_msg_t *m = calloc(1, sizeof *m);
