@@ -1,14 +1,15 @@
 # Sourced by the end-to-end tests: start and stop `splitinfer up`.
-#   up_start PLAN MODEL [LOG]   starts it, waits for "gateway: URL", sets GW and UP_PID
+#   up_start PLAN MODEL [LOG [ARG...]]  starts it (ARGs passed on to up), waits for
+#                               "gateway: URL", sets GW and UP_PID
 #   up_stop [PID]               SIGTERM, waits; fails if up did not exit 0 (default: the last)
 #   sample_photos DIR N         prints the first N PNGs of DIR (none when DIR has none)
 # Every up started here is stopped by the EXIT trap, whatever happens.
 BIN=${SPLITINFER:-build/splitinfer}
 UP_PIDS=()
-up_start() {
+up_start() { # PLAN MODEL [LOG [more up arguments...]]
     local plan=$1 model=$2 log=${3:-$(mktemp)}
     UP_LOG=$log
-    "$BIN" up --plan "$plan" -m "$model" >"$log.out" 2>"$log" &
+    "$BIN" up --plan "$plan" -m "$model" "${@:4}" >"$log.out" 2>"$log" &
     UP_PID=$!
     UP_PIDS+=("$UP_PID")
     for _ in $(seq 1 600); do

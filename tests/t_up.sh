@@ -27,21 +27,8 @@ r = random.Random(0); im = Image.new('RGB', (256, 256))
 im.putdata([(r.randrange(256), r.randrange(256), r.randrange(256)) for _ in range(256 * 256)])
 im.save('$PHOTO')" || exit 1
 
-# Starts up with the given port argument; sets GW and UP_PID, or fails.
-start() {
-    "$BIN" up --plan plans/pipeline.json -m "$MB" --port "$1" >"$W/up.out" 2>"$W/up.log" &
-    UP_PID=$!
-    GW=
-    for _ in $(seq 1 300); do
-        GW=$(sed -n 's/^gateway: \(http[^ ]*\).*/\1/p' "$W/up.out")
-        [ -n "$GW" ] && return 0
-        kill -0 "$UP_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "FAIL: up --port $1 printed no gateway URL within 30 s:"; tail -5 "$W/up.log"
-    kill "$UP_PID" 2>/dev/null; wait "$UP_PID" 2>/dev/null
-    return 1
-}
+# up with --port $1: GW and UP_PID (lib_up.sh), or fails.
+start() { up_start plans/pipeline.json "$MB" "$W/up.log" --port "$1"; }
 classify_ok() {
     local code
     code=$(curl -s -m 30 -o "$W/r.json" -w '%{http_code}' -H 'Content-Type: image/png' \
