@@ -341,62 +341,57 @@ static int copy_weights(const si_graph_t *g, const void *src, size_t len, uint8_
     return 0;
 }
 
+/* A node's weight arrays as si_model_hot lays them out: the weights, then
+ * the bias, each where present, each from a 64-byte boundary. Returns how
+ * many (0-2); slot[k] is the node's pointer to array k, len[k] its bytes. */
+static int hot_pieces(si_node_t *n, const float **slot[2], size_t len[2]) {
+    int k = 0;
+    if (n->w) slot[k] = &n->w, len[k++] = weight_bytes(n);
+    if (n->b) slot[k] = &n->b, len[k++] = (size_t)n->cout * sizeof(float);
+    return k;
+}
+
 int si_model_hot_copy(const si_graph_t *g, const si_segment_t *seg, si_hot_t *h, si_err_t *err) {
     memset(h, 0, sizeof *h);
     if (g->hot) return si_err_set(err, "weights already on huge pages");
-    size_t total = 0;
-    for (int i = seg->node_begin; i < seg->node_end; i++) {
-        const si_node_t *n = &g->nodes[i];
-        if (n->w) total += align64(weight_bytes(n));
-        if (n->b) total += align64((size_t)n->cout * sizeof(float));
-    }
+    const float **slot[2];
+    size_t len[2], total = 0;
+    for (int i = seg->node_begin; i < seg->node_end; i++)
+        for (int k = 0, m = hot_pieces(&g->nodes[i], slot, len); k < m; k++) total += align64(len[k]);
     if (total == 0) return 0;
     /* The mapping's pages go first, before the region is faulted in, so the
      * process never holds the weights twice (its peak RSS is what the
      * bench reports); the copy reads the file, and whatever still reads the
      * mapping gets its pages back from the file. */
-    for (int i = seg->node_begin; i < seg->node_end; i++) {
-        const si_node_t *n = &g->nodes[i];
-        if (n->w) si_model_drop(g, n->w, weight_bytes(n));
-        if (n->b) si_model_drop(g, n->b, (size_t)n->cout * sizeof(float));
-    }
+    for (int i = seg->node_begin; i < seg->node_end; i++)
+        for (int k = 0, m = hot_pieces(&g->nodes[i], slot, len); k < m; k++)
+            si_model_drop(g, *slot[k], len[k]);
     uint8_t *p = si_huge_alloc(total, &h->len, err);
     if (!p) return -1;
     size_t off = 0;
-    for (int i = seg->node_begin; i < seg->node_end; i++) {
-        const si_node_t *n = &g->nodes[i];
-        if (n->w) {
-            if (copy_weights(g, n->w, weight_bytes(n), p + off, err) < 0) goto fail;
-            off += align64(weight_bytes(n));
+    for (int i = seg->node_begin; i < seg->node_end; i++)
+        for (int k = 0, m = hot_pieces(&g->nodes[i], slot, len); k < m; k++) {
+            if (copy_weights(g, *slot[k], len[k], p + off, err) < 0) {
+                si_huge_free(p, h->len);
+                memset(h, 0, sizeof *h);
+                return -1;
+            }
+            off += align64(len[k]);
         }
-        if (n->b) {
-            if (copy_weights(g, n->b, (size_t)n->cout * sizeof(float), p + off, err) < 0) goto fail;
-            off += align64((size_t)n->cout * sizeof(float));
-        }
-    }
     h->p = p;
     return 0;
-fail:
-    si_huge_free(p, h->len);
-    memset(h, 0, sizeof *h);
-    return -1;
 }
 
 void si_model_hot_swap(si_graph_t *g, const si_segment_t *seg, si_hot_t *h) {
     if (!h->p) return;
     uint8_t *p = h->p;
-    size_t off = 0; /* the order si_model_hot_copy laid them out in */
-    for (int i = seg->node_begin; i < seg->node_end; i++) {
-        si_node_t *n = &g->nodes[i];
-        if (n->w) {
-            n->w = (const float *)(p + off);
-            off += align64(weight_bytes(n));
+    const float **slot[2];
+    size_t len[2], off = 0; /* the order si_model_hot_copy laid them out in */
+    for (int i = seg->node_begin; i < seg->node_end; i++)
+        for (int k = 0, m = hot_pieces(&g->nodes[i], slot, len); k < m; k++) {
+            *slot[k] = (const float *)(p + off);
+            off += align64(len[k]);
         }
-        if (n->b) {
-            n->b = (const float *)(p + off);
-            off += align64((size_t)n->cout * sizeof(float));
-        }
-    }
     g->hot = p, g->hot_len = h->len;
     memset(h, 0, sizeof *h);
     /* An ONNX import's arena goes when no node reads it any more (seg was the

@@ -221,6 +221,20 @@ static int out_rows(const si_stage_t *s, const si_segment_t *seg) {
     return y->ndim == 4 ? y->dims[2] : 1;
 }
 
+/* Compiles seg for output rows [a, b) of batch, in layouts lin -> lout, on
+ * the graph's weights as they are now; *ib, *ie get the input rows it reads. */
+static si_engine_t *compile(const si_stage_t *s, const si_segment_t *seg, int batch, int a, int b,
+                            si_wire_layout_t lin, si_wire_layout_t lout, int *ib, int *ie,
+                            si_err_t *err) {
+    si_band_t band;
+    if (si_graph_band(s->g, seg, a, b, &band, err) < 0) return NULL;
+    si_engine_t *e = si_engine_create_io(s->g, seg, &band, batch, (si_io_layout_t)lin,
+                                         (si_io_layout_t)lout, err);
+    *ib = band.in_begin, *ie = band.in_end;
+    si_band_free(&band);
+    return e;
+}
+
 /* The engine for (segment, batch, rows [a, b), layouts), compiled on a miss;
  * the least recently used one makes room. Caller holds the lock. */
 static cached_t *engine_for(si_stage_t *s, const si_segment_t *seg, int batch, int a, int b,
@@ -237,12 +251,8 @@ static cached_t *engine_for(si_stage_t *s, const si_segment_t *seg, int batch, i
         if (!c->engine || (victim->engine && c->last_used < victim->last_used)) victim = c;
     }
     cached_clear(victim);
-    si_band_t band;
-    if (si_graph_band(s->g, seg, a, b, &band, err) < 0) return NULL;
-    si_engine_t *e = si_engine_create_io(s->g, seg, &band, batch, (si_io_layout_t)lin,
-                                         (si_io_layout_t)lout, err);
-    int ib = band.in_begin, ie = band.in_end;
-    si_band_free(&band);
+    int ib, ie;
+    si_engine_t *e = compile(s, seg, batch, a, b, lin, lout, &ib, &ie, err);
     if (!e) return NULL;
     *victim = (cached_t){seg->cut_begin, seg->cut_end, batch, a, b, lin, lout, ib, ie, e,
                          ++s->tick, s->weights_gen};
@@ -287,15 +297,12 @@ static void *hot_main(void *arg) {
         const cached_t *k = &keys[i];
         if (!k->engine || k->gen != 0) continue;
         si_segment_t seg;
-        si_band_t band;
         char spec[32];
+        int ib, ie;
         snprintf(spec, sizeof spec, "#%d..#%d", k->cut_begin, k->cut_end);
-        if (si_graph_segment(s->g, spec, &seg, NULL) < 0 ||
-            si_graph_band(s->g, &seg, k->out_begin, k->out_end, &band, NULL) < 0)
-            continue; /* not replaced: it keeps reading the mapping */
-        fresh[i] = si_engine_create_io(s->g, &seg, &band, k->batch, (si_io_layout_t)k->in_layout,
-                                       (si_io_layout_t)k->out_layout, NULL);
-        si_band_free(&band);
+        if (si_graph_segment(s->g, spec, &seg, NULL) == 0) /* else it keeps reading the mapping */
+            fresh[i] = compile(s, &seg, k->batch, k->out_begin, k->out_end, k->in_layout,
+                               k->out_layout, &ib, &ie, NULL);
     }
     /* In the slot it came from, if that still holds the same old engine
      * (requests may have evicted it meanwhile). */

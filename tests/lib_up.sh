@@ -3,6 +3,7 @@
 #                               "gateway: URL", sets GW and UP_PID
 #   up_stop [PID]               SIGTERM, waits; fails if up did not exit 0 (default: the last)
 #   sample_photos DIR N         prints the first N PNGs of DIR (none when DIR has none)
+#   need_mobilenet_photo        sets MB and PHOTO from ../shared, or skips the test
 # Every up started here is stopped by the EXIT trap, whatever happens.
 BIN=${SPLITINFER:-build/splitinfer}
 UP_PIDS=()
@@ -37,6 +38,13 @@ sample_photos() {
     local all=("$1"/*.png)
     [ -e "${all[0]}" ] && printf '%s\n' "${all[@]:0:$2}"
     return 0
+}
+# The trained MobileNetV2 of ../shared and one of its photos in MB and PHOTO,
+# or the test skips (exit 77).
+need_mobilenet_photo() {
+    MB=../shared/models/mobilenet_v2_imagenet.onnx
+    PHOTO=$(sample_photos ../shared/testdata/imagenet-sample 1)
+    [ -f "$MB" ] && [ -n "$PHOTO" ] || { echo "skip: ../shared model or photos missing"; exit 77; }
 }
 # `|| true`: an up already stopped is fine, and a caller may run under set -e.
 up_cleanup() { for p in "${UP_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }

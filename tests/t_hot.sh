@@ -13,9 +13,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 . tests/lib_up.sh
 PY=/usr/bin/python3
-MB=../shared/models/mobilenet_v2_imagenet.onnx
-PHOTO=$(sample_photos ../shared/testdata/imagenet-sample 1)
-[ -f "$MB" ] && [ -n "$PHOTO" ] || { echo "skip: ../shared model or photos missing"; exit 77; }
+need_mobilenet_photo
 W=build/test-hot
 mkdir -p "$W"
 failed=0

@@ -10,9 +10,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 . tests/lib_up.sh
 PY=/usr/bin/python3
-MB=../shared/models/mobilenet_v2_imagenet.onnx
-PHOTO=$(sample_photos ../shared/testdata/imagenet-sample 1)
-[ -f "$MB" ] && [ -n "$PHOTO" ] || { echo "skip: ../shared model or photos missing"; exit 77; }
+need_mobilenet_photo
 command -v hey >/dev/null || { echo "skip: hey is not installed (make deps)"; exit 77; }
 W=build/test-http
 mkdir -p "$W"
