@@ -12,6 +12,10 @@
 #   host        --network host, each on its own host port ($PORT, probed on
 #               127.0.0.1): no bridge, no netavark, no iptables; the price
 #               of the network
+#   exit        --network none, the function replaced by `--version`, which
+#               prints and exits: until `podman run` returns. What a
+#               container costs before any program of ours runs, the floor
+#               under every podman cold start (not in FORMS by default)
 # N defaults to "1 6" (the baseline's function alone, the pipeline's five and
 # its gateway); each form runs REPS times (3), interleaved, and prints its
 # medians. Needs root (the host routes to the bridge) and the image of
@@ -49,6 +53,15 @@ run() { # form n
     [ "$form" = no-dns ] && net=nodns
     local base=${BASE[$net]} c0 t0 i left
     c0=$(cpu_ticks) t0=$(ms_now)
+    if [ "$form" = exit ]; then
+        for ((i = 1; i <= n; i++)); do
+            podman run --name "$TAG-$form-$i" --network none --cpus 0.35 --memory 512m \
+                --log-driver k8s-file "$IMG" --version >/dev/null 2>>"$ERR" &
+        done
+        wait
+        finish "$form" "$t0" "$(ms_now)" "$c0"
+        return
+    fi
     for ((i = 1; i <= n; i++)); do
         local netargs=(--network "$TAG-$net" --ip "$base.$((10 + i))")
         [ "$form" = published ] && netargs+=(-p "127.0.0.1::8080")
@@ -69,11 +82,17 @@ run() { # form n
         (($(ms_now) - t0 < 60000)) || { echo "podman-start: not ready in 60 s" >&2; cat "$ERR" >&2; exit 1; }
         sleep 0.01
     done
-    local wall=$(($(ms_now) - t0))
-    wait
-    local cpu=$((($(cpu_ticks) - c0) * 1000 / hz))
-    WALL[$form]+="$wall " CPU[$form]+="$cpu "
-    podman rm -f -t 0 $(podman ps -aq --filter "name=$TAG-$form-") >/dev/null 2>&1
+    local t1
+    t1=$(ms_now)
+    wait # the podman run -d processes, done once their containers started
+    finish "$form" "$t0" "$t1" "$c0"
+}
+
+finish() { # form t0 t1 c0: records the wall time t1 - t0 and the CPU time since c0; removes the containers
+    local wall=$(($3 - $2))
+    local cpu=$((($(cpu_ticks) - $4) * 1000 / hz))
+    WALL[$1]+="$wall " CPU[$1]+="$cpu "
+    podman rm -f -t 0 $(podman ps -aq --filter "name=$TAG-$1-") >/dev/null 2>&1
     sleep 1 # the removals' own work done before the next measurement
 }
 
