@@ -1050,6 +1050,26 @@ int si_engine_output_direct(const si_engine_t *e) { return e->out_direct; }
 
 size_t si_engine_reordered_bytes(const si_engine_t *e) { return e->reordered_bytes; }
 
+int si_engine_repoint(si_engine_t *e, const void *from, size_t len, void *to) {
+    const char *lo = from;
+    int n = 0;
+    /* Activations, the caller's tensors and the engine's own copies lie
+     * elsewhere: only memories created on the graph's arrays are in range. */
+    for (int i = 0; i < e->n_mems; i++) {
+        void *h = NULL;
+        if (e->mems[i].buf >= 0 || e->mems[i].user_in || i == e->user_out ||
+            dnnl_memory_get_data_handle(e->mems[i].m, &h) != dnnl_success)
+            continue;
+        const char *c = h;
+        if (c < lo || c >= lo + len) continue;
+        dnnl_memory_set_data_handle(e->mems[i].m, (char *)to + (c - lo));
+        n++;
+    }
+    for (int i = 0; i < e->n_steps; i++)
+        if (e->steps[i].wino) n += si_wino_repoint(e->steps[i].wino, from, len, to);
+    return n;
+}
+
 int si_engine_pack_weights(const si_engine_t *e, si_graph_t *g, si_layout_t *layouts) {
     int packed = 0;
     for (int i = e->seg.node_begin; i < e->seg.node_end; i++) {

@@ -107,6 +107,13 @@ size_t si_engine_copy_bytes(const si_engine_t *e);
 int si_engine_weights(const si_engine_t *e, int node, si_layout_t *layout, const void **data,
                       size_t *bytes);
 
+/* The graph's arrays that the engine reads in place (weights it did not
+ * reorder or transform, biases) and that lie in [from, from + len) are read
+ * at the same offset from to from now on: their bytes were copied there
+ * (modelfile.h, si_model_hot_step) and from may go. Returns how many of its
+ * memories it repointed. Not beside a run of the engine. */
+int si_engine_repoint(si_engine_t *e, const void *from, size_t len, void *to);
+
 /* Points the weights of every node of the engine's segment in g (the graph
  * the engine was built from) at the engine's own packed or transformed copy,
  * so that si_sfm_save writes them as this machine runs them. layouts: caller

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-void *si_huge_alloc(size_t len, size_t *mapped, si_err_t *err) {
+void *si_huge_reserve(size_t len, size_t *mapped, si_err_t *err) {
     if (len == 0 || len > SIZE_MAX - 2 * SI_HUGE_PAGE) {
         si_err_set(err, "huge pages: bad length %zu", len);
         return NULL;
@@ -44,13 +44,24 @@ void *si_huge_alloc(size_t len, size_t *mapped, si_err_t *err) {
     const char *env = getenv("SPLITINFER_HUGE");
     /* Advice only: without it (THP "never", an old kernel) the pages are 4 KiB. */
     if (!env || strcmp(env, "off")) (void)madvise(p, want, MADV_HUGEPAGE);
-#ifdef MADV_POPULATE_WRITE
-    /* Faulted in now, a huge page at a time (5-15 ms for 100 MB here): the
-     * same faults taken inside a later pread into the region cost up to 5x
-     * more. Linux >= 5.14; older kernels fault on first touch. */
-    (void)madvise(p, want, MADV_POPULATE_WRITE);
-#endif
     *mapped = want;
+    return p;
+}
+
+void si_huge_populate(void *p, size_t len) {
+#ifdef MADV_POPULATE_WRITE
+    /* A huge page at a time (5-15 ms for 100 MB here). madvise wants a
+     * page-aligned start; the fault of any byte brings its whole huge page. */
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)4095, b = (uintptr_t)p + len;
+    if (len) (void)madvise((void *)a, b - a, MADV_POPULATE_WRITE);
+#else
+    (void)p, (void)len;
+#endif
+}
+
+void *si_huge_alloc(size_t len, size_t *mapped, si_err_t *err) {
+    void *p = si_huge_reserve(len, mapped, err);
+    if (p) si_huge_populate(p, *mapped);
     return p;
 }
 

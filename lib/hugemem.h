@@ -43,6 +43,16 @@
  * padding, resident all the same. */
 void *si_huge_alloc(size_t len, size_t *mapped, si_err_t *err);
 
+/* si_huge_alloc without faulting the region in: nothing of it is resident
+ * until touched or si_huge_populate'd. For a region filled a part at a time
+ * while memory it replaces is given back (modelfile.h, si_model_hot_step). */
+void *si_huge_reserve(size_t len, size_t *mapped, si_err_t *err);
+
+/* Faults [p, p + len) of a region of si_huge_reserve in now, whole huge
+ * pages: the same faults taken inside a later pread into it cost up to 5x
+ * more here. A no-op before Linux 5.14 (first touch faults them then). */
+void si_huge_populate(void *p, size_t len);
+
 /* Unmaps a region of si_huge_alloc; p may be NULL. */
 void si_huge_free(void *p, size_t mapped);
 

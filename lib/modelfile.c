@@ -351,49 +351,92 @@ static int hot_pieces(si_node_t *n, const float **slot[2], size_t len[2]) {
     return k;
 }
 
-int si_model_hot_copy(const si_graph_t *g, const si_segment_t *seg, si_hot_t *h, si_err_t *err) {
-    memset(h, 0, sizeof *h);
-    if (g->hot) return si_err_set(err, "weights already on huge pages");
+int si_model_hot_begin(const si_graph_t *g, const si_segment_t *seg, si_hot_move_t *mv,
+                       si_err_t *err) {
+    memset(mv, 0, sizeof *mv);
+    mv->node_begin = mv->node = mv->step_begin = seg->node_begin;
+    mv->node_end = seg->node_end;
+    if (g->hot) { /* moved already: nothing left to move */
+        mv->node = mv->step_begin = mv->node_end;
+        return 0;
+    }
     const float **slot[2];
     size_t len[2], total = 0;
-    for (int i = seg->node_begin; i < seg->node_end; i++)
-        for (int k = 0, m = hot_pieces(&g->nodes[i], slot, len); k < m; k++) total += align64(len[k]);
-    if (total == 0) return 0;
-    /* The mapping's pages go first, before the region is faulted in, so the
-     * process never holds the weights twice (its peak RSS is what the
-     * bench reports); the copy reads the file, and whatever still reads the
-     * mapping gets its pages back from the file. */
+    int arrays = 0;
     for (int i = seg->node_begin; i < seg->node_end; i++)
         for (int k = 0, m = hot_pieces(&g->nodes[i], slot, len); k < m; k++)
-            si_model_drop(g, *slot[k], len[k]);
-    uint8_t *p = si_huge_alloc(total, &h->len, err);
-    if (!p) return -1;
-    size_t off = 0;
-    for (int i = seg->node_begin; i < seg->node_end; i++)
-        for (int k = 0, m = hot_pieces(&g->nodes[i], slot, len); k < m; k++) {
-            if (copy_weights(g, *slot[k], len[k], p + off, err) < 0) {
-                si_huge_free(p, h->len);
-                memset(h, 0, sizeof *h);
-                return -1;
-            }
-            off += align64(len[k]);
-        }
-    h->p = p;
+            total += align64(len[k]), arrays++;
+    if (total == 0) {
+        mv->node = mv->step_begin = mv->node_end;
+        return 0;
+    }
+    if (!(mv->moved = malloc((size_t)arrays * sizeof *mv->moved)))
+        return si_err_set(err, "out of memory");
+    if (!(mv->p = si_huge_reserve(total, &mv->len, err))) {
+        free(mv->moved);
+        mv->moved = NULL;
+        return -1;
+    }
     return 0;
 }
 
-void si_model_hot_swap(si_graph_t *g, const si_segment_t *seg, si_hot_t *h) {
-    if (!h->p) return;
-    uint8_t *p = h->p;
+int si_model_hot_step(const si_graph_t *g, si_hot_move_t *mv, size_t chunk, si_err_t *err) {
+    mv->n_moved = 0;
+    mv->step_begin = mv->node;
+    if (!mv->p) return 0;
     const float **slot[2];
-    size_t len[2], off = 0; /* the order si_model_hot_copy laid them out in */
-    for (int i = seg->node_begin; i < seg->node_end; i++)
-        for (int k = 0, m = hot_pieces(&g->nodes[i], slot, len); k < m; k++) {
-            *slot[k] = (const float *)(p + off);
-            off += align64(len[k]);
+    size_t len[2], bytes = 0;
+    int i = mv->node;
+    for (; i < mv->node_end; i++) {
+        int m = hot_pieces(&g->nodes[i], slot, len);
+        size_t node_bytes = m > 0 ? len[0] + (m > 1 ? len[1] : 0) : 0;
+        if (bytes > 0 && bytes + node_bytes > chunk) break; /* the next step's */
+        for (int k = 0; k < m; k++) {
+            uint8_t *to = mv->p + mv->off;
+            /* The mapping's pages go before their copy comes: an idle
+             * process never holds them twice. A reader meanwhile gets them
+             * back from the file, one step's worth at most, until the swap. */
+            si_model_drop(g, *slot[k], len[k]);
+            si_huge_populate(to, len[k]); /* as it fills: not the whole region at once */
+            if (copy_weights(g, *slot[k], len[k], to, err) < 0) {
+                mv->n_moved = 0;
+                return -1; /* node unchanged: nothing of this step swaps */
+            }
+            mv->moved[mv->n_moved++] = (si_hot_moved_t){*slot[k], to, len[k]};
+            mv->off += align64(len[k]);
         }
-    g->hot = p, g->hot_len = h->len;
-    memset(h, 0, sizeof *h);
+        bytes += node_bytes;
+    }
+    mv->node = i;
+    return mv->n_moved;
+}
+
+void si_model_hot_swap(si_graph_t *g, si_hot_move_t *mv) {
+    const float **slot[2];
+    size_t len[2];
+    int j = 0; /* mv->moved is in the order of hot_pieces over the step's nodes */
+    for (int i = mv->step_begin; i < mv->node; i++)
+        for (int k = 0, m = hot_pieces(&g->nodes[i], slot, len); k < m; k++, j++) {
+            *slot[k] = mv->moved[j].to;
+            si_model_drop(g, mv->moved[j].from, mv->moved[j].len);
+        }
+    mv->n_moved = 0;
+    mv->step_begin = mv->node;
+}
+
+void si_model_hot_end(si_graph_t *g, si_hot_move_t *mv) {
+    free(mv->moved);
+    if (mv->p) {
+        if (mv->node == mv->node_begin) {
+            si_huge_free(mv->p, mv->len); /* no step swapped */
+        } else {
+            g->hot = mv->p, g->hot_len = mv->len;
+            /* Pages at the edges of the arrays, kept while a neighbour
+             * still read them: with every node moved, none does. */
+            if (mv->node == mv->node_end && g->map) si_model_drop(g, g->map, g->map_len);
+        }
+    }
+    memset(mv, 0, sizeof *mv);
     /* An ONNX import's arena goes when no node reads it any more (seg was the
      * whole model); else it stays, as a mapping does (its pages untouched). */
     if (g->arena) {
@@ -407,14 +450,14 @@ void si_model_hot_swap(si_graph_t *g, const si_segment_t *seg, si_hot_t *h) {
     }
 }
 
-void si_hot_free(si_hot_t *h) {
-    si_huge_free(h->p, h->len);
-    memset(h, 0, sizeof *h);
-}
-
 int si_model_hot(si_graph_t *g, const si_segment_t *seg, si_err_t *err) {
-    si_hot_t h;
-    if (si_model_hot_copy(g, seg, &h, err) < 0) return -1;
-    si_model_hot_swap(g, seg, &h);
-    return 0;
+    if (g->hot) return si_err_set(err, "weights already on huge pages");
+    si_hot_move_t mv;
+    if (si_model_hot_begin(g, seg, &mv, err) < 0) return -1;
+    /* One step: with no reader beside it, dropping the pages before the
+     * copy is all it takes not to hold the weights twice. */
+    int n;
+    while ((n = si_model_hot_step(g, &mv, SIZE_MAX, err)) > 0) si_model_hot_swap(g, &mv);
+    si_model_hot_end(g, &mv);
+    return n < 0 ? -1 : 0;
 }

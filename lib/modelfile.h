@@ -23,6 +23,7 @@
 #define SI_MODELFILE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "err.h"
 #include "graph.h"
@@ -54,20 +55,63 @@ void si_model_drop(const si_graph_t *g, const void *p, size_t len);
  * region cannot be mapped (g is unchanged and still works). */
 int si_model_hot(si_graph_t *g, const si_segment_t *seg, si_err_t *err);
 
-/* si_model_hot in two halves, for a process that keeps running seg's
- * weights from the mapping meanwhile (a stage: stage.h). The copy reads g and
- * changes no pointer, so it may run beside readers of g; it drops the
- * mapping's pages before it copies (whatever reads them there gets them
- * back from the file), so the weights are not resident twice. The swap
- * repoints the nodes and must not run beside readers; engines compiled
- * before it keep reading the mapping. A copy not swapped is freed with
- * si_hot_free. */
-typedef struct si_hot {
-    void *p;    /* the region, NULL when seg has no weights */
-    size_t len; /* mapped */
-} si_hot_t;
-int si_model_hot_copy(const si_graph_t *g, const si_segment_t *seg, si_hot_t *h, si_err_t *err);
-void si_model_hot_swap(si_graph_t *g, const si_segment_t *seg, si_hot_t *h);
-void si_hot_free(si_hot_t *h);
+/* si_model_hot in steps, for a process that keeps running seg's weights
+ * meanwhile (a stage: stage.h) and must not hold them twice. Each step
+ * drops the mapped pages of the next nodes' arrays, up to chunk bytes of
+ * them, and copies the arrays into the region (from the file, not through
+ * the mapping); it changes no pointer, so it may run beside readers of g,
+ * which read dropped pages back in from the file. Then, with no reader
+ * running, the caller points whatever else reads those arrays in place at
+ * their copies (mv->moved: si_engine_repoint) and calls si_model_hot_swap,
+ * which points the nodes at them and drops the pages read back meanwhile.
+ * The peak is the weights plus one step's, whatever runs beside it; the
+ * weights alone when nothing does.
+ *
+ *     si_hot_move_t mv;
+ *     if (si_model_hot_begin(g, seg, &mv, err) == 0) {
+ *         while ((n = si_model_hot_step(g, &mv, chunk, err)) > 0) {
+ *             [readers stopped] repoint mv.moved[0..n); si_model_hot_swap(g, &mv); [go on]
+ *         }
+ *         si_model_hot_end(g, &mv);  -- also after a failed step
+ *     }
+ */
+typedef struct si_hot_moved {
+    const void *from; /* where the array was read until now */
+    void *to;         /* its copy */
+    size_t len;       /* bytes */
+} si_hot_moved_t;
+
+typedef struct si_hot_move {
+    int node_begin, node_end; /* seg's nodes */
+    int node;                 /* the next one to copy */
+    int step_begin;           /* nodes of the last step: [step_begin, node) */
+    uint8_t *p;               /* the region (hugemem.h); NULL: no weights to move */
+    size_t len, off;          /* mapped; bytes laid out so far */
+    si_hot_moved_t *moved;    /* the last step's arrays */
+    int n_moved;
+} si_hot_move_t;
+
+/* 0, with the region reserved (not yet resident), or with mv->p NULL when
+ * there is nothing to move (seg has no weights, or they are on huge pages
+ * already); -1 with err set when it cannot be mapped (g is unchanged). */
+int si_model_hot_begin(const si_graph_t *g, const si_segment_t *seg, si_hot_move_t *mv,
+                       si_err_t *err);
+
+/* Drops the mapped pages of the next nodes' arrays, whole nodes, at most
+ * chunk bytes of them (or one node, if larger), copies them into the region
+ * and lists them in mv->moved. Returns how many arrays (0 when every node is
+ * moved), or -1 with err set when the file could not be read (the nodes
+ * already swapped stay moved; call si_model_hot_end). */
+int si_model_hot_step(const si_graph_t *g, si_hot_move_t *mv, size_t chunk, si_err_t *err);
+
+/* Points the last step's nodes at their copies and drops the mapped pages
+ * readers brought back during the step (whole pages only: the edges may
+ * hold a neighbour's). No reader of those nodes' arrays may run meanwhile. */
+void si_model_hot_swap(si_graph_t *g, si_hot_move_t *mv);
+
+/* Hands the region to g (freed by si_graph_free; freed here if no step was
+ * swapped), drops the rest of the mapping's pages once every node moved,
+ * and frees mv's own memory. */
+void si_model_hot_end(si_graph_t *g, si_hot_move_t *mv);
 
 #endif

@@ -1,7 +1,6 @@
 /* stage.c - a stage function's core. See stage.h. */
 #include "stage.h"
 
-#include <malloc.h>
 #include <pthread.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -28,7 +27,6 @@ typedef struct cached {
     int in_begin, in_end;                   /* input rows it reads */
     si_engine_t *engine;
     uint64_t last_used;
-    int gen; /* si_stage.weights_gen when compiled: which weights it reads */
 } cached_t;
 
 /* A band of a resident step's output, kept for the request's next call. */
@@ -59,7 +57,6 @@ struct si_stage {
     uint64_t tick;
     uint64_t last_encode_us; /* see si_stage_call */
     int threads; /* compute threads: the creating thread's si_engine_threads() */
-    int weights_gen; /* 0: the mapped file's weights; 1: the copy on huge pages */
     /* The move to huge pages (si_stage_hot_start), on a thread of its own. */
     pthread_t hot_thread;
     int hot_started;
@@ -255,7 +252,7 @@ static cached_t *engine_for(si_stage_t *s, const si_segment_t *seg, int batch, i
     si_engine_t *e = compile(s, seg, batch, a, b, lin, lout, &ib, &ie, err);
     if (!e) return NULL;
     *victim = (cached_t){seg->cut_begin, seg->cut_end, batch, a, b, lin, lout, ib, ie, e,
-                         ++s->tick, s->weights_gen};
+                         ++s->tick};
     return victim;
 }
 
@@ -270,60 +267,41 @@ static void populate_weights(const si_stage_t *s) {
     for (size_t i = 0; i < s->g->map_len; i += 4096) (void)p[i];
 }
 
-/* The move to huge pages (stage.h), at nice 10. The copy runs beside
- * requests (it only reads the graph); the swap of the nodes' pointers takes
- * the lock; the engines that read the mapping are compiled again outside it,
- * and replace the old ones under it. */
+/* The move to huge pages (stage.h), at nice 10, about HOT_STEP bytes of
+ * weights at a time: each step's copy runs beside requests (it reads the
+ * file, not the mapping); then, under the compute lock, between two
+ * requests, the cached engines and the graph's nodes are pointed at the
+ * copies and the mapping's pages go (ResNet50's 100 MB: 13 steps). The
+ * engines keep their primitives: only where they read the weights changes. */
+#define HOT_STEP ((size_t)8 << 20)
+
 static void *hot_main(void *arg) {
     si_stage_t *s = arg;
     /* Nice 10 (a tenth of a request's share of a busy CPU), not SCHED_IDLE:
      * an idle thread can starve in a function kept busy (podman at 0.35
      * CPU, back-to-back requests), which then runs on the mapping. */
     (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
-    si_engine_set_threads(s->threads); /* layouts are chosen for the thread count */
-    si_hot_t h;
-    if (si_model_hot_copy(s->g, &s->seg, &h, &s->hot_err) < 0) {
+    si_hot_move_t mv;
+    if (si_model_hot_begin(s->g, &s->seg, &mv, &s->hot_err) < 0) {
         atomic_store(&s->hot_state, -1);
         return NULL;
     }
-    cached_t keys[STAGE_ENGINES];
-    pthread_mutex_lock(&s->lock);
-    si_model_hot_swap(s->g, &s->seg, &h);
-    s->weights_gen = 1;
-    memcpy(keys, s->cache, sizeof keys);
-    pthread_mutex_unlock(&s->lock);
-    si_engine_t *fresh[STAGE_ENGINES] = {0};
-    for (int i = 0; i < STAGE_ENGINES && !atomic_load(&s->hot_stop); i++) {
-        const cached_t *k = &keys[i];
-        if (!k->engine || k->gen != 0) continue;
-        si_segment_t seg;
-        char spec[32];
-        int ib, ie;
-        snprintf(spec, sizeof spec, "#%d..#%d", k->cut_begin, k->cut_end);
-        if (si_graph_segment(s->g, spec, &seg, NULL) == 0) /* else it keeps reading the mapping */
-            fresh[i] = compile(s, &seg, k->batch, k->out_begin, k->out_end, k->in_layout,
-                               k->out_layout, &ib, &ie, NULL);
+    int n = 0;
+    while (!atomic_load(&s->hot_stop) &&
+           (n = si_model_hot_step(s->g, &mv, HOT_STEP, &s->hot_err)) > 0) {
+        pthread_mutex_lock(&s->lock);
+        for (int i = 0; i < STAGE_ENGINES; i++)
+            for (int j = 0; s->cache[i].engine && j < n; j++)
+                si_engine_repoint(s->cache[i].engine, mv.moved[j].from, mv.moved[j].len,
+                                  mv.moved[j].to);
+        si_model_hot_swap(s->g, &mv);
+        pthread_mutex_unlock(&s->lock);
     }
-    /* In the slot it came from, if that still holds the same old engine
-     * (requests may have evicted it meanwhile). */
+    int done = n == 0 && mv.node == mv.node_end;
     pthread_mutex_lock(&s->lock);
-    for (int i = 0; i < STAGE_ENGINES; i++) {
-        if (!fresh[i]) continue;
-        cached_t *c = &s->cache[i];
-        if (c->engine == keys[i].engine && c->gen == 0) {
-            si_engine_free(c->engine);
-            c->engine = fresh[i], c->gen = 1;
-        } else {
-            si_engine_free(fresh[i]);
-        }
-    }
-    /* Pages of the mapping that requests read back in while the copy was
-     * made: nothing reads them now (an engine that was not replaced would
-     * get them back from the file). */
-    if (s->g->map) si_model_drop(s->g, s->g->map, s->g->map_len);
+    si_model_hot_end(s->g, &mv);
     pthread_mutex_unlock(&s->lock);
-    malloc_trim(0); /* the old engines' buffers, back to the system */
-    atomic_store(&s->hot_state, 1);
+    atomic_store(&s->hot_state, n < 0 ? -1 : done ? 1 : 0);
     return NULL;
 }
 

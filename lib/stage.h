@@ -114,13 +114,14 @@ int si_stage_warmup(si_stage_t *s, int k, int K, int runs, si_err_t *err);
  * the mapping), on a thread of its own at nice 10, behind requests: a stage
  * is ready on the mapping (a copy before ready cost 0.25 s of cold start at
  * 0.35 CPU; `splitinfer stage` starts the move after its first call, which
- * a cold start is timed to), then copies (si_model_hot_copy, beside requests),
- * swaps the nodes' pointers under the compute lock, compiles again the
- * engines cached so far (outside it: the old ones serve meanwhile) and puts
- * them in their place. Call once, after si_stage_warmup. Requests meanwhile
- * may read the mapping's pages back in: for that while the weights are
- * resident twice (a peak RSS up to twice theirs). Results are the
- * same numbers either way. -1 when no thread could start. */
+ * a cold start is timed to). It moves 8 MiB at a time (modelfile.h,
+ * si_model_hot_step): the copy runs beside requests; under the compute lock,
+ * between two of them, the cached engines read the copy from then on
+ * (si_engine_repoint) and the mapping's pages go. So the weights are never
+ * resident twice, beyond one step, even when requests run throughout (they
+ * were, up to the whole weights, when requests read the mapping back in
+ * behind a copy made in one piece). Results are the same numbers either
+ * way. Call once, after si_stage_warmup. -1 when no thread could start. */
 int si_stage_hot_start(si_stage_t *s, si_err_t *err);
 
 /* 0 while the weights are still read from the mapping, 1 once every engine

@@ -648,6 +648,13 @@ const float *si_wino_weights(const si_wino_t *wc, size_t *bytes) {
     return wc->u;
 }
 
+int si_wino_repoint(si_wino_t *wc, const void *from, size_t len, void *to) {
+    const char *u = (const char *)wc->u, *lo = from;
+    if (!wc->u_borrowed || u < lo || u >= lo + len) return 0;
+    wc->u = (float *)((char *)to + (u - lo));
+    return 1;
+}
+
 int si_wino_run(const si_wino_t *wc, const float *src, float *dst, void *scratch) {
     if (!wc || !src || !dst || !scratch) return -1;
     float *base = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);

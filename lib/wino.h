@@ -98,6 +98,12 @@ int si_wino_tile(const si_wino_t *wc);
  * si_wino_desc_t.u: they depend on the weights, C, K and the tile only. */
 const float *si_wino_weights(const si_wino_t *wc, size_t *bytes);
 
+/* Borrowed transformed weights (si_wino_desc_t.u) that lay in [from, from +
+ * len) are read at the same offset from to from now on: the caller moved
+ * them (modelfile.h, si_model_hot_step). Returns 1 if they were, else 0.
+ * Not beside a run. */
+int si_wino_repoint(si_wino_t *wc, const void *from, size_t len, void *to);
+
 /* Convolves: src is [N][C/8][H][W][8], dst is [N][K/8][OH][OW][8] (nChw8c);
  * with_sum reads dst first. src and dst must not overlap; scratch holds
  * si_wino_scratch_bytes bytes, any alignment, contents irrelevant. No

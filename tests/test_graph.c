@@ -815,6 +815,16 @@ static void test_huge_alloc(void **state) {
     si_huge_free(p, mapped);
     assert_null(si_huge_alloc(0, &mapped, &err));
     assert_non_null(strstr(err.msg, "bad length"));
+    /* Reserved: nothing resident until a part is populated, then that part
+     * (a whole huge page, where THP is on), not the rest. */
+    p = si_huge_reserve(6u << 20, &mapped, &err);
+    assert_non_null(p);
+    assert_int_equal(si_huge_backed(p, mapped), 0);
+    si_huge_populate(p + (2u << 20) + 100, 10);
+    assert_int_equal(p[(2u << 20) + 100], 0);
+    if (strstr(thp, "[always]") || strstr(thp, "[madvise]"))
+        assert_int_equal(si_huge_backed(p, mapped), (long long)SI_HUGE_PAGE);
+    si_huge_free(p, mapped);
 }
 
 /* si_model_hot moves a segment's weights out of the mapped file and changes
@@ -875,6 +885,69 @@ static void test_model_hot(void **state) {
     free_tiny(g);
 }
 
+/* The move in steps (modelfile.h, si_model_hot_begin): an engine compiled on
+ * the mapping, repointed after each step of one node, gives the mapped
+ * model's numbers bit for bit in every mixed state between, and reads
+ * nothing but the copy at the end. */
+static void test_model_hot_steps(void **state) {
+    (void)state;
+    si_err_t err = {{0}};
+    si_graph_t *g = blocks_graph();
+    assert_int_equal(si_graph_finish(g, NULL), 0);
+    char path[] = "/tmp/si_test_XXXXXX";
+    close(mkstemp(path));
+    assert_int_equal(si_sfm_save(g, NULL, path, &err), 0);
+    const size_t n = (size_t)64 * 12 * 10;
+    float *in = rand_array(n, 1.0f), *want = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float));
+    si_graph_t *h = si_model_load(path, &err);
+    assert_non_null(h);
+    si_segment_t s;
+    assert_int_equal(si_graph_segment(h, NULL, &s, &err), 0);
+    si_engine_t *e = si_engine_create(h, &s, 1, &err);
+    assert_non_null(e);
+    assert_int_equal(si_engine_run(e, in, want, &err), 0);
+    si_hot_move_t mv;
+    assert_int_equal(si_model_hot_begin(h, &s, &mv, &err), 0);
+    assert_non_null(mv.p);
+    int steps = 0, repointed = 0, k;
+    while ((k = si_model_hot_step(h, &mv, 1, &err)) > 0) {
+        assert_true(k <= 2); /* chunk 1: one node, its weights and bias */
+        for (int j = 0; j < k; j++) {
+            repointed += si_engine_repoint(e, mv.moved[j].from, mv.moved[j].len, mv.moved[j].to);
+            assert_memory_equal(mv.moved[j].to, mv.moved[j].from, mv.moved[j].len);
+        }
+        si_model_hot_swap(h, &mv);
+        assert_int_equal(si_engine_run(e, in, got, &err), 0);
+        assert_memory_equal(got, want, n * sizeof(float));
+        steps++;
+    }
+    assert_int_equal(k, 0);
+    si_model_hot_end(h, &mv);
+    assert_non_null(h->hot);
+    assert_true(steps >= 3);
+    assert_true(repointed > 0);
+    /* Every array the engine reads in place now lies in the copy. */
+    const char *hot = h->hot;
+    for (int i = s.node_begin; i < s.node_end; i++) {
+        si_layout_t lay;
+        const void *data;
+        size_t bytes;
+        int kind = si_engine_weights(e, i, &lay, &data, &bytes);
+        if (kind < 0) continue;
+        const char *w = (const char *)h->nodes[i].w;
+        assert_true(w >= hot && w < hot + h->hot_len);
+        const char *d = data; /* the node's own array, or the engine's reordered copy */
+        if (d >= (const char *)h->map && d < (const char *)h->map + h->map_len)
+            fail_msg("node %d: the engine still reads the mapping", i);
+    }
+    assert_int_equal(si_model_hot(h, &s, &err), -1); /* moved already */
+    si_engine_free(e);
+    si_graph_free(h);
+    unlink(path);
+    free(in), free(want), free(got);
+    free_tiny(g);
+}
+
 static void test_onnx_garbage(void **state) {
     (void)state;
     si_err_t err = {{0}};
@@ -897,6 +970,7 @@ int main(void) {
         cmocka_unit_test(test_run_view),
         cmocka_unit_test(test_huge_alloc),
         cmocka_unit_test(test_model_hot),
+        cmocka_unit_test(test_model_hot_steps),
         cmocka_unit_test(test_segment_macs),
         cmocka_unit_test(test_sfm_roundtrip),
         cmocka_unit_test(test_sfm_prepacked),

@@ -369,6 +369,43 @@ static void test_refused(void **state) {
     si_wino_free(NULL);
 }
 
+/* Borrowed transformed weights follow a move (si_wino_repoint); weights it
+ * transformed itself are its own and stay. */
+static void test_repoint(void **state) {
+    (void)state;
+    float w[16 * 16 * 9];
+    for (int i = 0; i < 16 * 16 * 9; i++) w[i] = (float)(i % 7) - 3.0f;
+    si_wino_desc_t d = {.N = 1, .C = 16, .H = 4, .W = 4, .K = 16, .pad_t = 1, .pad_b = 1,
+                        .pad_l = 1, .pad_r = 1, .w = w, .tile = 2};
+    si_wino_t *own = si_wino_create(&d, NULL);
+    assert_non_null(own);
+    size_t bytes;
+    const float *u = si_wino_weights(own, &bytes);
+    float *a = malloc(bytes), *b = malloc(bytes);
+    memcpy(a, u, bytes), memcpy(b, u, bytes);
+    assert_int_equal(si_wino_repoint(own, u, bytes, b), 0); /* its own: not moved */
+    assert_ptr_equal(si_wino_weights(own, &bytes), u);
+    d.w = NULL, d.u = a;
+    si_wino_t *lent = si_wino_create(&d, NULL);
+    assert_non_null(lent);
+    assert_ptr_equal(si_wino_weights(lent, &bytes), a);
+    assert_int_equal(si_wino_repoint(lent, b, bytes, a), 0); /* not in that range */
+    assert_int_equal(si_wino_repoint(lent, a, bytes, b), 1);
+    assert_ptr_equal(si_wino_weights(lent, &bytes), b);
+    /* Same numbers from the moved copy as from its own. */
+    float x[16 * 16], y1[16 * 16] = {0}, y2[16 * 16] = {0};
+    for (int i = 0; i < 16 * 16; i++) x[i] = (float)(i % 5) * 0.5f;
+    memset(a, 0, bytes); /* the old place is gone */
+    size_t ss = si_wino_scratch_bytes(own) > si_wino_scratch_bytes(lent) ? si_wino_scratch_bytes(own)
+                                                                         : si_wino_scratch_bytes(lent);
+    float *scratch = aligned_alloc(64, (ss + 63) & ~(size_t)63);
+    assert_int_equal(si_wino_run(own, x, y1, scratch), 0);
+    assert_int_equal(si_wino_run(lent, x, y2, scratch), 0);
+    assert_memory_equal(y1, y2, sizeof y1);
+    si_wino_free(own), si_wino_free(lent);
+    free(a), free(b), free(scratch);
+}
+
 /* The automatic tile is one of the two, and a recommendation exists for
  * every ResNet50 shape (the values themselves are benchmark results). */
 static void test_choice(void **state) {
@@ -397,7 +434,7 @@ int main(void) {
         cmocka_unit_test(test_bands),        cmocka_unit_test(test_threads),
         cmocka_unit_test(test_resnet_bands), cmocka_unit_test(test_resnet_7),
         cmocka_unit_test(test_resnet_14),    cmocka_unit_test(test_resnet_28),
-        cmocka_unit_test(test_resnet_56),
+        cmocka_unit_test(test_resnet_56),    cmocka_unit_test(test_repoint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
