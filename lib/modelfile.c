@@ -385,7 +385,7 @@ int si_model_hot_step(const si_graph_t *g, si_hot_move_t *mv, size_t chunk, si_e
     mv->step_begin = mv->node;
     if (!mv->p) return 0;
     const float **slot[2];
-    size_t len[2], bytes = 0;
+    size_t len[2], bytes = 0, off0 = mv->off;
     int i = mv->node;
     for (; i < mv->node_end; i++) {
         int m = hot_pieces(&g->nodes[i], slot, len);
@@ -399,8 +399,8 @@ int si_model_hot_step(const si_graph_t *g, si_hot_move_t *mv, size_t chunk, si_e
             si_model_drop(g, *slot[k], len[k]);
             si_huge_populate(to, len[k]); /* as it fills: not the whole region at once */
             if (copy_weights(g, *slot[k], len[k], to, err) < 0) {
-                mv->n_moved = 0;
-                return -1; /* node unchanged: nothing of this step swaps */
+                mv->n_moved = 0, mv->off = off0; /* nothing of this step swaps */
+                return -1;
             }
             mv->moved[mv->n_moved++] = (si_hot_moved_t){*slot[k], to, len[k]};
             mv->off += align64(len[k]);
