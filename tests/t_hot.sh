@@ -12,7 +12,6 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . tests/lib_up.sh
-PY=/usr/bin/python3
 need_mobilenet_photo
 W=build/test-hot
 mkdir -p "$W"
@@ -65,13 +64,6 @@ if [[ $thp != *"[never]"* ]] && [ "$total" -le 0 ]; then
     echo "FAIL: THP is '$thp' and no function holds its weights on huge pages"; failed=1
 fi
 classify "$W/after.json"
-"$PY" - "$W/first.json" "$W/after.json" <<'PYEOF' || failed=1
-import json, sys
-a, b = (json.load(open(f))["logits"] for f in sys.argv[1:3])
-assert len(a) == len(b) == 1000, (len(a), len(b))
-worst = max(abs(x - y) / (1 + abs(x)) for x, y in zip(a, b))
-print(f"{'ok  ' if worst <= 1e-5 else 'FAIL:'} logits before and after the move: worst relative difference {worst:.2e}")
-sys.exit(0 if worst <= 1e-5 else 1)
-PYEOF
+same_logits "$W/first.json" "$W/after.json" "before and after the move" || failed=1
 up_stop || failed=1
 exit $failed

@@ -15,19 +15,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . tests/lib_up.sh
-PY=/usr/bin/python3
-"$PY" -c 'import torch, PIL' 2>/dev/null || { echo "skip: no torch/PIL for $PY"; exit 77; }
 W=build/test-hot-peak
 rm -rf "$W" && mkdir -p "$W"
 failed=0
-MB=build/ref/resnet18.onnx
-"$PY" tests/ref/export_resnet.py --arch resnet18 --seed 0 --out "$MB" --cached || exit 1
-PHOTO=$W/noise.png
-"$PY" -c "
-import random; from PIL import Image
-r = random.Random(0); im = Image.new('RGB', (256, 256))
-im.putdata([(r.randrange(256), r.randrange(256), r.randrange(256)) for _ in range(256 * 256)])
-im.save('$PHOTO')" || exit 1
+need_resnet18_noise "$W"
 
 up_start plans/baseline.json "$MB" "$W/up.log" || exit 1
 stage=$(pgrep -P "$UP_PID" -f ' stage ' | head -1)
@@ -84,13 +75,6 @@ else
     echo "ok   all $total requests answered 200"
 fi
 classify "$W/after.json" >/dev/null
-"$PY" - "$W/first.json" "$W/after.json" <<'PYEOF' || failed=1
-import json, sys
-a, b = (json.load(open(f))["logits"] for f in sys.argv[1:3])
-assert len(a) == len(b) == 1000, (len(a), len(b))
-worst = max(abs(x - y) / (1 + abs(x)) for x, y in zip(a, b))
-print(f"{'ok  ' if worst <= 1e-5 else 'FAIL:'} logits before and after the move: worst relative difference {worst:.2e}")
-sys.exit(0 if worst <= 1e-5 else 1)
-PYEOF
+same_logits "$W/first.json" "$W/after.json" "before and after the move" || failed=1
 up_stop || failed=1
 exit $failed

@@ -11,21 +11,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . tests/lib_up.sh
-PY=/usr/bin/python3
-"$PY" -c 'import torch, PIL' 2>/dev/null || { echo "skip: no torch/PIL for $PY"; exit 77; }
 W=build/test-up
 mkdir -p "$W"
 failed=0
-# Any model and any photo will do: ResNet18 on seeded random weights (as
-# t_reference exports it) and a noise image, so that this runs without ../shared.
-MB=build/ref/resnet18.onnx
-"$PY" tests/ref/export_resnet.py --arch resnet18 --seed 0 --out "$MB" --cached || exit 1
-PHOTO=$W/noise.png
-"$PY" -c "
-import random; from PIL import Image
-r = random.Random(0); im = Image.new('RGB', (256, 256))
-im.putdata([(r.randrange(256), r.randrange(256), r.randrange(256)) for _ in range(256 * 256)])
-im.save('$PHOTO')" || exit 1
+need_resnet18_noise "$W"
 
 # up with --port $1: GW and UP_PID (lib_up.sh), or fails.
 start() { up_start plans/pipeline.json "$MB" "$W/up.log" --port "$1"; }

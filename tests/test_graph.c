@@ -827,30 +827,54 @@ static void test_huge_alloc(void **state) {
     si_huge_free(p, mapped);
 }
 
-/* si_model_hot moves a segment's weights out of the mapped file and changes
- * no number: the engine's output is bit for bit the mapped model's. */
-static void test_model_hot(void **state) {
-    (void)state;
+/* What the huge-page tests compare against: the blocks graph saved as an
+ * .sfm file (path; hot_case_free removes it), a random input and the output
+ * of the model as mapped from that file. */
+typedef struct hot_case {
+    si_graph_t *g;
+    char path[32];
+    size_t n; /* floats of the input, and of the output */
+    float *in, *want, *got;
+} hot_case_t;
+
+static void hot_case_init(hot_case_t *c) {
     si_err_t err = {{0}};
-    si_graph_t *g = blocks_graph();
-    assert_int_equal(si_graph_finish(g, NULL), 0);
-    char path[] = "/tmp/si_test_XXXXXX";
-    close(mkstemp(path));
-    assert_int_equal(si_sfm_save(g, NULL, path, &err), 0);
-    const size_t n = (size_t)64 * 12 * 10;
-    float *in = rand_array(n, 1.0f), *want = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float));
-    si_graph_t *h = si_model_load(path, &err);
+    c->g = blocks_graph();
+    assert_int_equal(si_graph_finish(c->g, NULL), 0);
+    snprintf(c->path, sizeof c->path, "/tmp/si_test_XXXXXX");
+    close(mkstemp(c->path));
+    assert_int_equal(si_sfm_save(c->g, NULL, c->path, &err), 0);
+    c->n = (size_t)64 * 12 * 10;
+    c->in = rand_array(c->n, 1.0f);
+    c->want = malloc(c->n * sizeof(float)), c->got = malloc(c->n * sizeof(float));
+    si_graph_t *h = si_model_load(c->path, &err);
     assert_non_null(h);
     si_segment_t s;
     assert_int_equal(si_graph_segment(h, NULL, &s, &err), 0);
     si_engine_t *e = si_engine_create(h, &s, 1, &err);
     assert_non_null(e);
-    assert_int_equal(si_engine_run(e, in, want, &err), 0);
+    assert_int_equal(si_engine_run(e, c->in, c->want, &err), 0);
     si_engine_free(e);
     si_graph_free(h);
+}
+
+static void hot_case_free(hot_case_t *c) {
+    unlink(c->path);
+    free(c->in), free(c->want), free(c->got);
+    free_tiny(c->g);
+}
+
+/* si_model_hot moves a segment's weights out of the mapped file and changes
+ * no number: the engine's output is bit for bit the mapped model's. */
+static void test_model_hot(void **state) {
+    (void)state;
+    si_err_t err = {{0}};
+    hot_case_t c;
+    hot_case_init(&c);
+    const char *path = c.path;
 
     /* A part: its nodes point into the huge region, the others still into the map. */
-    h = si_model_load(path, &err);
+    si_graph_t *h = si_model_load(path, &err);
     assert_non_null(h);
     assert_true(h->n_cuts >= 3);
     si_segment_t part = {0};
@@ -872,17 +896,16 @@ static void test_model_hot(void **state) {
     /* The whole model from huge pages: the same numbers. */
     h = si_model_load(path, &err);
     assert_non_null(h);
+    si_segment_t s;
     assert_int_equal(si_graph_segment(h, NULL, &s, &err), 0);
     assert_int_equal(si_model_hot(h, &s, &err), 0);
-    e = si_engine_create(h, &s, 1, &err);
+    si_engine_t *e = si_engine_create(h, &s, 1, &err);
     assert_non_null(e);
-    assert_int_equal(si_engine_run(e, in, got, &err), 0);
-    assert_memory_equal(got, want, n * sizeof(float));
+    assert_int_equal(si_engine_run(e, c.in, c.got, &err), 0);
+    assert_memory_equal(c.got, c.want, c.n * sizeof(float));
     si_engine_free(e);
     si_graph_free(h);
-    unlink(path);
-    free(in), free(want), free(got);
-    free_tiny(g);
+    hot_case_free(&c);
 }
 
 /* The move in steps (modelfile.h, si_model_hot_begin): an engine compiled on
@@ -892,20 +915,14 @@ static void test_model_hot(void **state) {
 static void test_model_hot_steps(void **state) {
     (void)state;
     si_err_t err = {{0}};
-    si_graph_t *g = blocks_graph();
-    assert_int_equal(si_graph_finish(g, NULL), 0);
-    char path[] = "/tmp/si_test_XXXXXX";
-    close(mkstemp(path));
-    assert_int_equal(si_sfm_save(g, NULL, path, &err), 0);
-    const size_t n = (size_t)64 * 12 * 10;
-    float *in = rand_array(n, 1.0f), *want = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float));
-    si_graph_t *h = si_model_load(path, &err);
+    hot_case_t c;
+    hot_case_init(&c);
+    si_graph_t *h = si_model_load(c.path, &err);
     assert_non_null(h);
     si_segment_t s;
     assert_int_equal(si_graph_segment(h, NULL, &s, &err), 0);
     si_engine_t *e = si_engine_create(h, &s, 1, &err);
     assert_non_null(e);
-    assert_int_equal(si_engine_run(e, in, want, &err), 0);
     si_hot_move_t mv;
     assert_int_equal(si_model_hot_begin(h, &s, &mv, &err), 0);
     assert_non_null(mv.p);
@@ -917,8 +934,8 @@ static void test_model_hot_steps(void **state) {
             assert_memory_equal(mv.moved[j].to, mv.moved[j].from, mv.moved[j].len);
         }
         si_model_hot_swap(h, &mv);
-        assert_int_equal(si_engine_run(e, in, got, &err), 0);
-        assert_memory_equal(got, want, n * sizeof(float));
+        assert_int_equal(si_engine_run(e, c.in, c.got, &err), 0);
+        assert_memory_equal(c.got, c.want, c.n * sizeof(float));
         steps++;
     }
     assert_int_equal(k, 0);
@@ -943,9 +960,7 @@ static void test_model_hot_steps(void **state) {
     assert_int_equal(si_model_hot(h, &s, &err), -1); /* moved already */
     si_engine_free(e);
     si_graph_free(h);
-    unlink(path);
-    free(in), free(want), free(got);
-    free_tiny(g);
+    hot_case_free(&c);
 }
 
 static void test_onnx_garbage(void **state) {
