@@ -9,7 +9,8 @@
 # round trip minus the stage's own time, as each stage reports it) and the
 # gateway's own CPU time per request (PNG decoding included). Then the
 # compute floor: the same segments and bands alone, without HTTP, with cold
-# caches (bench --evict-mb), summed as the plans run them.
+# caches (bench --evict-mb), summed as the plans run them, and the whole model
+# pinned to each CPU (the vCPUs of this VM do not always run alike).
 #   N=40 requests per plan after WARM=20 (each curl is a new connection,
 #   which the gateway hands to the worker thread that had the last one: the
 #   warm-up warms that thread; before 2026-12-06 the 16 took turns, each
@@ -127,10 +128,18 @@ for p in $PLANS; do up_stop "${PID[$p]}"; done
 # Segments take and give NHWC, as the plans send activations (the whole
 # model takes the image as the baseline's function does).
 EVICT=${EVICT:-64}
-floor_ms() { "$BIN" bench -m "$W/resnet50.sfm" -t 1 -n "${FLOOR_N:-15}" --evict-mb "$EVICT" "$@" |
+floor_ms() { ${PIN:-} "$BIN" bench -m "$W/resnet50.sfm" -t 1 -n "${FLOOR_N:-15}" --evict-mb "$EVICT" "$@" |
     sed -n 's/.* median_ms=\([0-9.]*\).*/\1/p'; }
 {
     echo "whole all $(floor_ms)"
+    # The whole model pinned to each CPU in turn, three rounds: this VM's two
+    # vCPUs have differed by up to 18% on it (2026-12-07: L3 reads at 96-104
+    # GB/s on one, 37-60 on the other, as the host's other tenants came and
+    # went). A K=2 step runs a band on each, so the slower one sets its pace,
+    # while the one-function baseline runs wherever the scheduler keeps it.
+    for r in 1 2 3; do
+        for ((c = 0; c < $(nproc); c++)); do echo "cpu $c $(PIN="taskset -c $c" floor_ms)"; done
+    done
     for seg in $("$PY" -c "import json; print(' '.join(s['segment'] for s in json.load(open('plans/pipeline.json'))['steps']))"); do
         echo "pipeline $seg $(floor_ms --segment "$seg" --layout nhwc)"
     done
@@ -211,10 +220,11 @@ if int(sys.argv[4]) > 1:
 else:
     report(rows, "")
 # Floor: the segments' compute alone (cold caches, one thread, no HTTP).
-whole, pipe, par, res = 0.0, 0.0, {}, {}
+whole, pipe, par, res, cpu = 0.0, 0.0, {}, {}, {}
 for line in open(sys.argv[2]):
     kind, seg, ms = line.split()
     if kind == "whole": whole = float(ms)
+    elif kind == "cpu": cpu.setdefault(int(seg), []).append(float(ms))
     elif kind == "pipeline": pipe += float(ms)
     else:  # a step waits for its slowest band
         d = par if kind == "parallel" else res
@@ -224,4 +234,8 @@ print(f"compute floor, cold caches, one thread, no HTTP (bench --segment --evict
 print(f"  pipeline segments summed {pipe:.1f} ms = {pipe / whole:.3f} of whole;"
       f" parallel slowest band per step summed {sum(par.values()):.1f} ms = {sum(par.values()) / whole:.3f} of whole;")
 print(f"  parallel-resident slowest band per step summed {sum(res.values()):.1f} ms = {sum(res.values()) / whole:.3f} of whole")
+cm = {c: st.median(v) for c, v in sorted(cpu.items())}
+print("whole model pinned to each CPU (medians of 3 rounds): "
+      + ", ".join(f"cpu{c} {m:.1f} ms" for c, m in cm.items())
+      + f"; slowest / fastest {max(cm.values()) / min(cm.values()):.3f} (a K=2 step runs one band on each)")
 PYEOF
