@@ -545,6 +545,23 @@ static int dst_mem(si_engine_t *e, const si_node_t *n, int i, dnnl_primitive_des
     return dst_mem_md(e, n, i, dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0));
 }
 
+/* The step of primitive pd (node n, the i-th) reading memory a, or a and b
+ * (b >= 0: a binary primitive's two sources), and writing a fresh output
+ * memory for n. pd is consumed, on failure too. */
+static int prim_add_to_out(si_engine_t *e, dnnl_primitive_desc_t pd, int a, int b,
+                           const si_node_t *n, int i) {
+    int d_m = dst_mem(e, n, i, pd);
+    if (d_m < 0) {
+        dnnl_primitive_desc_destroy(pd);
+        return -1;
+    }
+    dnnl_exec_arg_t args[MAX_ARGS] = {{DNNL_ARG_SRC_0, e->mems[a].m}}; /* = DNNL_ARG_SRC */
+    int k = 1;
+    if (b >= 0) args[k++] = (dnnl_exec_arg_t){DNNL_ARG_SRC_1, e->mems[b].m};
+    args[k++] = (dnnl_exec_arg_t){DNNL_ARG_DST, e->mems[d_m].m};
+    return prim_add(e, pd, args, k, n);
+}
+
 /* The step of a conv or dense primitive pd reading memory s_m (-1: failed
  * already): its weights, bias and output memory, then the primitive.
  * Takes ownership of pd. */
@@ -721,13 +738,7 @@ static int compile_pool(si_engine_t *e, const si_node_t *n, int i) {
         "describe the pooling", n);
     dnnl_primitive_desc_t pd;
     if (make_pd(e, &pd, &pdsc, attr_new(), n) < 0) return -1;
-    int d_m = dst_mem(e, n, i, pd);
-    if (d_m < 0) {
-        dnnl_primitive_desc_destroy(pd);
-        return -1;
-    }
-    dnnl_exec_arg_t args[MAX_ARGS] = {{DNNL_ARG_SRC, e->mems[s_m].m}, {DNNL_ARG_DST, e->mems[d_m].m}};
-    return prim_add(e, pd, args, 2, n);
+    return prim_add_to_out(e, pd, s_m, -1, n, i);
 }
 
 /* The memory of value v cropped to node n's output rows (readers that work
@@ -750,13 +761,7 @@ static int compile_eltwise(si_engine_t *e, const si_node_t *n, int i) {
         "describe the activation", n);
     dnnl_primitive_desc_t pd;
     if (make_pd(e, &pd, &ed, attr_new(), n) < 0) return -1;
-    int d_m = dst_mem(e, n, i, pd);
-    if (d_m < 0) {
-        dnnl_primitive_desc_destroy(pd);
-        return -1;
-    }
-    dnnl_exec_arg_t args[MAX_ARGS] = {{DNNL_ARG_SRC, e->mems[s_m].m}, {DNNL_ARG_DST, e->mems[d_m].m}};
-    return prim_add(e, pd, args, 2, n);
+    return prim_add_to_out(e, pd, s_m, -1, n, i);
 }
 
 static int compile_add(si_engine_t *e, const si_node_t *n, int i) {
@@ -774,15 +779,7 @@ static int compile_add(si_engine_t *e, const si_node_t *n, int i) {
         "describe the add", n);
     dnnl_primitive_desc_t pd;
     if (make_pd(e, &pd, &bd, attr_for(n, 0), n) < 0) return -1;
-    int d_m = dst_mem(e, n, i, pd);
-    if (d_m < 0) {
-        dnnl_primitive_desc_destroy(pd);
-        return -1;
-    }
-    dnnl_exec_arg_t args[MAX_ARGS] = {{DNNL_ARG_SRC_0, e->mems[a].m},
-                                      {DNNL_ARG_SRC_1, e->mems[b].m},
-                                      {DNNL_ARG_DST, e->mems[d_m].m}};
-    return prim_add(e, pd, args, 3, n);
+    return prim_add_to_out(e, pd, a, b, n, i);
 }
 
 /* Flatten: reorder to plain NCHW, then view the same bytes as NC. */
