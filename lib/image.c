@@ -416,15 +416,21 @@ int si_image_preprocess(const si_rgb_t *img, float *out, si_err_t *err) {
             dst[3 * x + 2] = si_clip8(b);
         }
     }
+    /* Vertical pass a source row at a time into a row of sums: the inner loop
+     * runs along the row, which the compiler vectorizes (integer sums, so the
+     * order of the taps changes nothing). */
+    int32_t acc[SI_IMAGE_SIZE * 3];
     for (int y = 0; y < SI_IMAGE_SIZE; y++) {
         const int32_t *k = ay.k + (size_t)y * ay.ksize;
         const uint8_t *col = tmp + (size_t)(ay.first[y] - y0) * tstride;
         uint8_t *dst = res + (size_t)y * tstride;
-        for (size_t x = 0; x < tstride; x++) {
-            int32_t v = half;
-            for (int i = 0; i < ay.count[y]; i++) v += col[(size_t)i * tstride + x] * k[i];
-            dst[x] = si_clip8(v);
+        for (size_t x = 0; x < tstride; x++) acc[x] = half;
+        for (int i = 0; i < ay.count[y]; i++) {
+            const uint8_t *row = col + (size_t)i * tstride;
+            int32_t ki = k[i];
+            for (size_t x = 0; x < tstride; x++) acc[x] += row[x] * ki;
         }
+        for (size_t x = 0; x < tstride; x++) dst[x] = si_clip8(acc[x]);
     }
 
     /* ToTensor then Normalize, in float32 and in torchvision's order:
