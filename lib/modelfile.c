@@ -389,7 +389,8 @@ int si_model_hot_step(const si_graph_t *g, si_hot_move_t *mv, size_t chunk, si_e
     int i = mv->node;
     for (; i < mv->node_end; i++) {
         int m = hot_pieces(&g->nodes[i], slot, len);
-        size_t node_bytes = m > 0 ? len[0] + (m > 1 ? len[1] : 0) : 0;
+        size_t node_bytes = 0;
+        for (int k = 0; k < m; k++) node_bytes += len[k];
         if (bytes > 0 && bytes + node_bytes > chunk) break; /* the next step's */
         for (int k = 0; k < m; k++) {
             uint8_t *to = mv->p + mv->off;

@@ -7,6 +7,9 @@
 #   need_resnet18_noise DIR     sets MB (ResNet18, seeded weights) and PHOTO (noise, in DIR):
 #                               no ../shared needed; skips without torch/PIL
 #   same_logits A B WHAT        the "logits" of two classify answers agree (<= 1e-5 relative)
+#   classify_to OUT [GATEWAY]   POSTs $PHOTO to GATEWAY's (default $GW) /v1/classify?logits=1,
+#                               the answer to OUT; prints the HTTP status
+#   arg_of PID FLAG             the value after FLAG on process PID's command line
 # Every up started here is stopped by the EXIT trap, whatever happens.
 BIN=${SPLITINFER:-build/splitinfer}
 UP_PIDS=()
@@ -75,6 +78,13 @@ worst = max(abs(x - y) / (1 + abs(x)) for x, y in zip(a, b))
 print(f"{'ok  ' if worst <= 1e-5 else 'FAIL:'} logits {sys.argv[3]}: worst relative difference {worst:.2e}")
 sys.exit(0 if worst <= 1e-5 else 1)
 PYEOF
+}
+classify_to() { # OUT [GATEWAY]
+    curl -s -m 30 -o "$1" -w '%{http_code}\n' -H 'Content-Type: image/png' \
+        --data-binary "@$PHOTO" "${2:-$GW}/v1/classify?logits=1"
+}
+arg_of() { # PID FLAG: the functions' arguments are single words (paths, ports, names)
+    tr '\0' ' ' <"/proc/$1/cmdline" | sed -n "s/.* $2 \([^ ]*\).*/\1/p"
 }
 # `|| true`: an up already stopped is fine, and a caller may run under set -e.
 up_cleanup() { for p in "${UP_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }

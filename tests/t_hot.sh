@@ -17,14 +17,12 @@ W=build/test-hot
 mkdir -p "$W"
 failed=0
 up_start tests/plans/mobilenet-pipeline.json "$MB" "$W/up.log" || exit 1
-classify() { curl -s -m 30 -H 'Content-Type: image/png' --data-binary "@$PHOTO" "$GW/v1/classify?logits=1" >"$1"; }
-classify "$W/first.json"
+classify_to "$W/first.json" >/dev/null
 stages=$(pgrep -P "$UP_PID" -f ' stage ')
 [ -n "$stages" ] || { echo "FAIL: no stage processes under up"; exit 1; }
-port_of() { tr '\0' ' ' <"/proc/$1/cmdline" | sed -n 's/.*--port \([0-9]*\).*/\1/p'; }
 thp=$(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null)
 for p in $stages; do
-    port=$(port_of "$p") state=
+    port=$(arg_of "$p" --port) state=
     for _ in $(seq 1 100); do
         state=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^splitinfer_stage_weights_hot\{/ {print $2}')
         [ "$state" = 1 ] && break
@@ -32,7 +30,7 @@ for p in $stages; do
     done
     huge=$(awk '/^AnonHugePages:/ {print $2}' "/proc/$p/smaps_rollup")
     rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status") hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status")
-    name=$(tr '\0' ' ' <"/proc/$p/cmdline" | sed -n 's/.*--name \([^ ]*\).*/\1/p')
+    name=$(arg_of "$p" --name)
     if [ "$state" != 1 ]; then
         echo "FAIL: $name: splitinfer_stage_weights_hot '$state' after 10 s"; failed=1; continue
     fi
@@ -47,7 +45,7 @@ for p in $stages; do
     # Held twice shows as a peak above RSS by about the weights; a segment
     # whose weights (its step file) are under 1 MiB cannot show it beside the
     # first request's buffers (~7 MB for the stem's 224x224 input and output).
-    model=$(tr '\0' ' ' <"/proc/$p/cmdline" | sed -n 's/.* -m \([^ ]*\).*/\1/p')
+    model=$(arg_of "$p" -m)
     wkb=$(($(stat -c %s "$model") / 1024))
     if [ "$wkb" -lt 1024 ]; then
         echo "note $name: peak RSS $hwm kB, RSS $rss kB: not checked, weights only $wkb kB"
@@ -63,7 +61,7 @@ for p in $stages; do total=$((total + $(awk '/^AnonHugePages:/ {print $2}' "/pro
 if [[ $thp != *"[never]"* ]] && [ "$total" -le 0 ]; then
     echo "FAIL: THP is '$thp' and no function holds its weights on huge pages"; failed=1
 fi
-classify "$W/after.json"
+classify_to "$W/after.json" >/dev/null
 same_logits "$W/first.json" "$W/after.json" "before and after the move" || failed=1
 up_stop || failed=1
 exit $failed

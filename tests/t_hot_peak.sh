@@ -23,26 +23,22 @@ need_resnet18_noise "$W"
 up_start plans/baseline.json "$MB" "$W/up.log" || exit 1
 stage=$(pgrep -P "$UP_PID" -f ' stage ' | head -1)
 [ -n "$stage" ] || { echo "FAIL: no stage process under up"; up_stop; exit 1; }
-port=$(tr '\0' ' ' <"/proc/$stage/cmdline" | sed -n 's/.*--port \([0-9]*\).*/\1/p')
+port=$(arg_of "$stage" --port)
 # The move's state, then the stage calls the function has answered.
 hot() {
     curl -s "http://127.0.0.1:$port/metrics" | awk '/^splitinfer_stage_weights_hot\{/ {h = $2}
         /^splitinfer_requests_total\{.*route="\/v1\/stage",code="200"/ {n = $2} END {print h + 0, n + 0}'
 }
-classify() { # out-file: the HTTP status on stdout
-    curl -s -m 30 -o "$1" -w '%{http_code}\n' -H 'Content-Type: image/png' \
-        --data-binary "@$PHOTO" "$GW/v1/classify?logits=1"
-}
 read -r state calls < <(hot)
 [ "$state" = 0 ] || echo "note weights_hot $state before the first request"
 # The first call to end starts the move; two clients, started with it, keep
 # the function busy through it (the next call waits for the first's lock).
-client() { while [ ! -e "$W/stop" ]; do classify "$W/c$1.json" >>"$W/codes$1"; done; }
+client() { while [ ! -e "$W/stop" ]; do classify_to "$W/c$1.json" >>"$W/codes$1"; done; }
 client 1 &
 c1=$!
 client 2 &
 c2=$!
-classify "$W/first.json" >"$W/codes0"
+classify_to "$W/first.json" >"$W/codes0"
 for _ in $(seq 1 2000); do
     read -r state calls < <(hot)
     [ "$state" = 1 ] && break
@@ -52,7 +48,7 @@ during=$((calls - 1)) # answered after the first, which started the move, by whe
 touch "$W/stop"
 wait "$c1" "$c2"
 rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$stage/status") hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$stage/status")
-model=$(tr '\0' ' ' <"/proc/$stage/cmdline" | sed -n 's/.* -m \([^ ]*\).*/\1/p')
+model=$(arg_of "$stage" -m)
 wkb=$(($(stat -c %s "$model") / 1024))
 if [ "$state" != 1 ]; then
     echo "FAIL: splitinfer_stage_weights_hot $state after 10 s"; failed=1
@@ -74,7 +70,7 @@ if [ "$bad" -ne 0 ]; then
 else
     echo "ok   all $total requests answered 200"
 fi
-classify "$W/after.json" >/dev/null
+classify_to "$W/after.json" >/dev/null
 same_logits "$W/first.json" "$W/after.json" "before and after the move" || failed=1
 up_stop || failed=1
 exit $failed

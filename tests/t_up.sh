@@ -18,12 +18,7 @@ need_resnet18_noise "$W"
 
 # up with --port $1: GW and UP_PID (lib_up.sh), or fails.
 start() { up_start plans/pipeline.json "$MB" "$W/up.log" --port "$1"; }
-classify_ok() {
-    local code
-    code=$(curl -s -m 30 -o "$W/r.json" -w '%{http_code}' -H 'Content-Type: image/png' \
-        --data-binary "@$PHOTO" "$1/v1/classify")
-    [ "$code" = 200 ] && grep -q '"top"' "$W/r.json"
-}
+classify_ok() { [ "$(classify_to "$W/r.json" "$1")" = 200 ] && grep -q '"top"' "$W/r.json"; }
 
 port=
 if start 0; then
